@@ -1,0 +1,429 @@
+"""The one HTTP client of fetcher, its politeness gates and its retry policy.
+
+All traffic goes through `Http`: one `httpx.Client` (keep-alive), redirects followed by
+hand so that every hop passes the gate of its host, httpx errors turned into fetcher
+errors. arXiv's gate lets one request through at a time, `arxiv_interval` apart, across
+every process that uses the same library (a lock file holding the last start time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import errno
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from . import __version__
+from .errors import (
+    Blocked,
+    Cancelled,
+    HTTPStatusError,
+    NotFound,
+    RetryLater,
+    TransientError,
+)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: in-process spacing only
+    fcntl = None  # type: ignore[assignment]
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """Time as fetcher sees it; tests swap in a fake one that never really sleeps."""
+
+    def time(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """Wall-clock time; sleeps end early with `Cancelled` when the run is cancelled."""
+
+    def __init__(self, cancel: threading.Event | None = None):
+        self.cancel = cancel or threading.Event()
+
+    def time(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0 and self.cancel.wait(seconds):
+            raise Cancelled("cancelled")
+        if self.cancel.is_set():
+            raise Cancelled("cancelled")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Retry and patience limits; tests shrink them."""
+
+    attempts: int = 5
+    backoff_initial: float = 2.0
+    backoff_max: float = 60.0
+    retry_after_cap: float = 600.0
+    entry_deadline: float = 1800.0
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+    min_rate: float = 2048.0  # bytes/s averaged over `rate_window`, else the server is too slow
+    rate_window: float = 30.0
+    other_hosts_parallel: int = 3
+
+
+def user_agent(contact: str) -> str:
+    ua = f"fetcher/{__version__} (+https://github.com/fetcher-dev/fetcher"
+    if contact:
+        ua += f"; mailto:{contact}"
+    return ua + ")"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+# --- gates ---------------------------------------------------------------------------------
+
+
+class Gate:
+    """Spaces request starts to one host group and bounds how many are in flight.
+
+    With a `state_file`, the spacing and the one-at-a-time rule hold across processes:
+    the file is locked for the whole request and holds the wall time of the last start.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        clock: Clock,
+        max_in_flight: int = 1,
+        state_file: Path | None = None,
+    ):
+        self.name = name
+        self.interval = interval
+        self.clock = clock
+        self.state_file = state_file
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._lock = threading.Lock()
+        self._last: float | None = None
+
+    def _acquire_slot(self) -> None:
+        while not self._slots.acquire(timeout=0.2):
+            self.clock.sleep(0)
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[int | None]:
+        if self.state_file is None or fcntl is None:
+            yield None
+            return
+        fd = os.open(self.state_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    self.clock.sleep(0.02)
+            yield fd
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    @staticmethod
+    def _read_last(fd: int | None) -> float | None:
+        if fd is None:
+            return None
+        try:
+            raw = os.pread(fd, 64, 0)
+            return float(raw.decode().strip()) if raw.strip() else None
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _write_last(fd: int | None, when: float) -> None:
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            data = f"{when:.6f}\n".encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a request slot: returns when this request may start."""
+        self._acquire_slot()
+        try:
+            with self._file_lock() as fd:
+                with self._lock:
+                    now = self.clock.time()
+                    last = self._last
+                    shared = self._read_last(fd)
+                    if shared is not None and shared <= now + self.interval:
+                        last = shared if last is None else max(last, shared)
+                    start = now if last is None else max(now, last + self.interval)
+                    self._last = start
+                    self._write_last(fd, start)
+                self.clock.sleep(start - now)
+                yield
+        finally:
+            self._slots.release()
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+class Http:
+    """fetcher's HTTP client: gates, manual redirects, error mapping, arXiv block switch."""
+
+    MAX_REDIRECTS = 10
+
+    def __init__(
+        self,
+        *,
+        arxiv_hosts: frozenset[str],
+        arxiv_interval: float,
+        host_interval: float,
+        contact: str = "",
+        state_dir: Path | None = None,
+        clock: Clock | None = None,
+        policy: Policy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.clock: Clock = clock or SystemClock()
+        self.policy = policy or Policy()
+        self.arxiv_hosts = arxiv_hosts
+        self.host_interval = host_interval
+        self.arxiv_gate = Gate(
+            "arXiv",
+            arxiv_interval,
+            self.clock,
+            max_in_flight=1,
+            state_file=(state_dir / "arxiv.gate") if state_dir else None,
+        )
+        self._gates: dict[str, Gate] = {}
+        self._gates_lock = threading.Lock()
+        self.blocked: str | None = None
+        self.request_count = 0
+        self._count_lock = threading.Lock()
+        timeout = httpx.Timeout(self.policy.read_timeout, connect=self.policy.connect_timeout)
+        self.client = httpx.Client(
+            headers={"User-Agent": user_agent(contact)},
+            timeout=timeout,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Http:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def is_arxiv(self, url: str) -> bool:
+        return urlsplit(url).netloc.lower() in self.arxiv_hosts
+
+    def gate_for(self, url: str) -> Gate:
+        if self.is_arxiv(url):
+            return self.arxiv_gate
+        host = urlsplit(url).netloc.lower()
+        with self._gates_lock:
+            gate = self._gates.get(host)
+            if gate is None:
+                gate = Gate(host, self.host_interval, self.clock, max_in_flight=2)
+                self._gates[host] = gate
+            return gate
+
+    @contextlib.contextmanager
+    def stream(self, url: str, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
+        """GET `url`, following redirects hop by hop; yields a 2xx response to read.
+
+        Statuses that are errors raise the matching fetcher error; the gate of the final
+        host stays held while the caller reads the body (one connection at a time).
+        """
+        seen: list[str] = []
+        current = url
+        while True:
+            if self.is_arxiv(current) and self.blocked:
+                raise Blocked(self.blocked)
+            gate = self.gate_for(current)
+            with gate.slot():
+                with self._count_lock:
+                    self.request_count += 1
+                try:
+                    request = self.client.build_request("GET", current, headers=headers)
+                    response = self.client.send(request, stream=True)
+                except httpx.HTTPError as exc:
+                    raise describe_transport_error(exc, current) from None
+                try:
+                    if response.is_redirect:
+                        location = response.headers.get("location", "")
+                        response.read()
+                        nxt = urljoin(current, location)
+                        self._check_redirect(url, current, nxt, seen)
+                        seen.append(current)
+                        current = nxt
+                        continue
+                    self._raise_for_status(response, current)
+                    yield response
+                    return
+                except httpx.HTTPError as exc:
+                    raise describe_transport_error(exc, current) from None
+                finally:
+                    response.close()
+
+    def get(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        """GET a small document into memory (API responses)."""
+        with self.stream(url, headers) as response:
+            response.read()
+            return response
+
+    def _check_redirect(self, origin: str, current: str, nxt: str, seen: list[str]) -> None:
+        if len(seen) >= self.MAX_REDIRECTS:
+            raise HTTPStatusError(
+                f"more than {self.MAX_REDIRECTS} redirects from {origin}; the server loops", 310
+            )
+        if nxt in seen or nxt == current:
+            raise HTTPStatusError(f"redirect loop at {nxt} (from {origin})", 310)
+        if urlsplit(current).scheme == "https" and urlsplit(nxt).scheme != "https":
+            raise HTTPStatusError(
+                f"refused redirect from https to {nxt}: a downgrade to plain http", 310
+            )
+        if urlsplit(nxt).scheme not in ("http", "https"):
+            raise HTTPStatusError(f"refused redirect to {nxt}: not http(s)", 310)
+
+    def _raise_for_status(self, response: httpx.Response, url: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.time())
+        with contextlib.suppress(httpx.HTTPError):
+            response.read()
+        if status == 403 and self.is_arxiv(url):
+            self.blocked = (
+                f"arXiv answered 403 Forbidden to {url}: it is rate-limiting or blocking this "
+                "machine. All arXiv requests of this run were stopped; wait an hour or more "
+                "before syncing again, and set `contact` in [settings]"
+            )
+            raise Blocked(self.blocked)
+        if status in (404, 410):
+            what = "withdrawn or missing" if self.is_arxiv(url) else "not found"
+            raise NotFound(f"HTTP {status} from {url} ({what})")
+        if status == 429 or status >= 500:
+            if retry_after is not None and retry_after > self.policy.retry_after_cap:
+                when = time.strftime(
+                    "%Y-%m-%d %H:%M UTC", time.gmtime(self.clock.time() + retry_after)
+                )
+                raise RetryLater(
+                    f"HTTP {status} from {url} asks to wait {retry_after:.0f}s "
+                    f"(more than {self.policy.retry_after_cap:.0f}s); try again after {when}"
+                )
+            raise TransientError(f"HTTP {status} from {url}", retry_after=retry_after)
+        raise HTTPStatusError(f"HTTP {status} from {url}", status)
+
+
+def describe_transport_error(exc: httpx.HTTPError, url: str) -> TransientError:
+    """One line a user understands, for any httpx transport failure."""
+    host = urlsplit(url).netloc or url
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError(f"timed out talking to {host} ({url})")
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc)
+        if (
+            "Name or service not known" in text
+            or "nodename nor servname" in text
+            or ("Temporary failure in name resolution" in text)
+        ):
+            return TransientError(f"cannot resolve host {host} (DNS); check the URL or network")
+        if "refused" in text.lower() or getattr(exc.__cause__, "errno", None) == errno.ECONNREFUSED:
+            return TransientError(f"connection refused by {host}")
+        return TransientError(f"cannot connect to {host}: {text or type(exc).__name__}")
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+        return TransientError(f"connection to {host} broke mid-response ({exc or 'closed'})")
+    return TransientError(f"network error with {host}: {exc or type(exc).__name__}")
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+class _WaitBackoffOrRetryAfter(wait_base):
+    """Exponential backoff with full jitter, or the server's Retry-After if longer."""
+
+    def __init__(self, policy: Policy, rng: random.Random):
+        self.policy = policy
+        self.rng = rng
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        n = retry_state.attempt_number
+        ceiling = min(self.policy.backoff_max, self.policy.backoff_initial * 2 ** (n - 1))
+        wait = self.policy.backoff_initial / 2 + self.rng.uniform(0, ceiling)
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            wait = max(wait, exc.retry_after)
+        return wait
+
+
+class _StopAtDeadline(stop_base):
+    def __init__(self, clock: Clock, deadline: float):
+        self.clock = clock
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.clock.time() >= self.deadline
+
+
+def retrying(
+    fn: Callable[[], T],
+    *,
+    policy: Policy,
+    clock: Clock,
+    rng: random.Random | None = None,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+) -> T:
+    """Call `fn`, retrying `TransientError` with backoff, bounded attempts and a deadline."""
+    deadline = clock.time() + policy.entry_deadline
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None and state.next_action is not None:
+            exc = state.outcome.exception()
+            if exc is not None:
+                on_retry(state.attempt_number, exc, state.next_action.sleep)
+
+    retryer = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(policy.attempts) | _StopAtDeadline(clock, deadline),
+        wait=_WaitBackoffOrRetryAfter(policy, rng or random.Random()),
+        sleep=clock.sleep,
+        reraise=True,
+        before_sleep=before_sleep,
+    )
+    return retryer(fn)
