@@ -18,6 +18,7 @@ from .errors import ContentError, HTTPStatusError, InvalidArxivId
 from .http import Http
 
 BATCH = 100
+ATOM_NS = b"http://www.w3.org/2005/Atom"
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,12 @@ def parse_feed(content: bytes) -> list[PaperMeta]:
     from arxiv import _feed  # the package's own Atom parser; lazily imported
 
     feed = _feed.parse(content)
-    if feed.malformed:
-        raise ContentError(f"the arXiv API sent a feed that is not valid XML: {feed.error}")
+    if feed.malformed or ATOM_NS not in content[:4096]:
+        found = content[:60].decode("utf-8", "replace").strip()
+        raise ContentError(
+            f"the arXiv API answered with something that is not an Atom feed ({found!r}…); "
+            "check arxiv_api in [settings] or try again later"
+        )
     papers = []
     for result in feed.results:
         meta = _from_result(result)

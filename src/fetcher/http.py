@@ -174,8 +174,13 @@ class Gate:
             os.pwrite(fd, data, 0)
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold a request slot: returns when this request may start."""
+    def slot(self) -> Iterator[Callable[[], None]]:
+        """Hold a request slot: returns when this request may start.
+
+        Yields `responded`, to be called when the response head arrives: the next start is
+        then spaced from that moment, which is after the server saw this request, so the
+        server too sees starts at least `interval` apart whatever the network latency.
+        """
         self._acquire_slot()
         try:
             with self._file_lock() as fd:
@@ -189,7 +194,15 @@ class Gate:
                     self._last = start
                     self._write_last(fd, start)
                 self.clock.sleep(start - now)
-                yield
+
+                def responded() -> None:
+                    with self._lock:
+                        when = self.clock.time()
+                        if self._last is None or when > self._last:
+                            self._last = when
+                            self._write_last(fd, when)
+
+                yield responded
         finally:
             self._slots.release()
 
@@ -275,14 +288,16 @@ class Http:
             if self.is_arxiv(current) and self.blocked:
                 raise Blocked(self.blocked)
             gate = self.gate_for(current)
-            with gate.slot():
+            with gate.slot() as responded:
                 with self._count_lock:
                     self.request_count += 1
                 try:
                     request = self.client.build_request("GET", current, headers=headers)
                     response = self.client.send(request, stream=True)
                 except httpx.HTTPError as exc:
+                    responded()
                     raise describe_transport_error(exc, current) from None
+                responded()
                 try:
                     if response.is_redirect:
                         location = response.headers.get("location", "")

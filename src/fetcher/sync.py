@@ -402,8 +402,16 @@ class Syncer:
 
         todo = [p for p in plans if p.action != "skip"]
         for plan in plans:
-            if plan.action == "skip":
-                self._finish(plan, self._skipped(plan))
+            if plan.action != "skip":
+                continue
+            assert plan.record is not None
+            if lock.get(plan.entry.key) != plan.record:
+                # present and intact, but the lock had lost it: the sidecar restores it
+                if self.options.locked:
+                    self._finish(plan, self._failed(plan, self._not_locked(plan)))
+                    continue
+                book.records[plan.entry.key] = plan.record
+            self._finish(plan, self._skipped(plan))
         if not self.options.keys and not self.options.locked:
             book.drop_missing(e.key for e in self.manifest.entries)
         if self.options.locked:
@@ -424,20 +432,17 @@ class Syncer:
         keep = []
         for plan in todo:
             if plan.record is None or (plan.version is None and plan.entry.kind == "arxiv"):
-                self._finish(
-                    plan,
-                    self._failed(
-                        plan,
-                        LockedError(
-                            f"{plan.entry.key} is not in {self.manifest.lock_path.name} "
-                            f"(or its locked version was changed); --locked forbids adding it. "
-                            "Run `fetcher sync` without --locked and commit the lock"
-                        ),
-                    ),
-                )
+                self._finish(plan, self._failed(plan, self._not_locked(plan)))
             else:
                 keep.append(plan)
         return keep
+
+    def _not_locked(self, plan: Plan) -> LockedError:
+        return LockedError(
+            f"{plan.entry.key} is not in {self.manifest.lock_path.name} (or its locked "
+            "version was changed); --locked forbids adding it. Run `fetcher sync` without "
+            "--locked and commit the lock"
+        )
 
     def _prune(self, book: _LockBook) -> list[str]:
         keep: set[str] = set()
