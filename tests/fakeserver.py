@@ -33,6 +33,7 @@ import random
 import re
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -251,6 +252,22 @@ class Fault:
     def redirect(location: str, code: int = 302) -> Fault:
         """Redirect to `location` (absolute or relative) with `code`."""
         return Fault("redirect", code=code, location=location)
+
+    @staticmethod
+    def reset() -> Fault:
+        """Close the connection with a TCP reset before any response (ECONNRESET)."""
+        return Fault("reset")
+
+    @staticmethod
+    def ignore_if_range() -> Fault:
+        """Honour Range but ignore If-Range, as some caches do: a 206 even after a rebuild."""
+        return Fault("ignore_if_range")
+
+    @staticmethod
+    def cut_then_rebuild(n: int, new_bytes: bytes) -> Fault:
+        """Like `cut_after(n)`, then the file at this path is rebuilt with `new_bytes` (new
+        ETag, later Last-Modified), as when arXiv regenerates a PDF between two attempts."""
+        return Fault("cut_then_rebuild", n=n, body=new_bytes)
 
 
 # --- records ------------------------------------------------------------------------------
@@ -569,6 +586,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and kind == "endless":
             self._endless(fault.chunk)
             return
+        if kind == "reset":
+            self._reset()
+            return
+        self._ignore_if_range = kind == "ignore_if_range"
         if fault is not None and kind == "status":
             reason = _reason(fault.code)
             body = fault.body if fault.body is not None else f"{fault.code} {reason}\n".encode()
@@ -610,7 +631,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
         else:
             self.send_header("Content-Length", str(announced))
-        abort = kind in ("cut_after", "content_length")
+        abort = kind in ("cut_after", "content_length", "cut_then_rebuild")
         if abort:
             self.close_connection = True
         if self._head or (not body and not chunked):
@@ -620,11 +641,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._close_abruptly()
             return
         self.end_headers()
-        limit = fault.n if fault is not None and kind == "cut_after" else None
+        limit = fault.n if fault is not None and kind in ("cut_after", "cut_then_rebuild") else None
         piece, pause = _PIECE, 0.0
         if fault is not None and kind == "trickle":
             piece, pause = fault.chunk, fault.seconds
-        self._send_body(body, chunked=chunked, piece=piece, pause=pause, limit=limit, abort=abort)
+        try:
+            self._send_body(body, chunked=chunked, piece=piece, pause=pause, limit=limit,
+                            abort=abort)
+        finally:
+            if fault is not None and kind == "cut_then_rebuild" and fault.body is not None:
+                self.fake.replace_bytes(self._path, fault.body)
 
     def _send_body(
         self, body: bytes, *, chunked: bool, piece: int, pause: float, limit: int | None,
@@ -663,6 +689,15 @@ class _Handler(BaseHTTPRequestHandler):
         frame = b"%x\r\n" % len(filler) + filler + b"\r\n"
         while not self.fake._stopping.is_set():
             self.wfile.write(frame)  # blocks while the client is not reading; raises once gone
+
+    def _reset(self) -> None:
+        """RST instead of an answer: SO_LINGER 0, then close."""
+        self.close_connection = True
+        self._mark_end()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
 
     def _close_abruptly(self) -> None:
         self.close_connection = True
@@ -738,7 +773,11 @@ class _Handler(BaseHTTPRequestHandler):
         if _not_modified(self.headers, blob):
             return _Resp(304, [h for h in headers if h[0] != "Content-Type"], b"")
         requested = None if ignore_range else self.headers.get("Range")
-        if requested is not None and not _if_range_matches(self.headers.get("If-Range"), blob):
+        if (
+            requested is not None
+            and not getattr(self, "_ignore_if_range", False)
+            and not _if_range_matches(self.headers.get("If-Range"), blob)
+        ):
             requested = None
         span = _parse_range(requested, total) if requested is not None else None
         if force_start is not None:

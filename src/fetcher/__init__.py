@@ -27,6 +27,7 @@ from .errors import (
 )
 from .manifest import Entry, Manifest, Settings
 from .manifest import load as load_manifest
+from .status import EntryStatus, StatusReport, status
 from .sync import EntryReport, Event, Options, Report, sync
 from .verify import Problem, verify
 
@@ -36,6 +37,7 @@ __all__ = [
     "Entry",
     "EntryError",
     "EntryReport",
+    "EntryStatus",
     "Event",
     "FetcherError",
     "IntegrityError",
@@ -47,11 +49,13 @@ __all__ = [
     "Problem",
     "Report",
     "Settings",
+    "StatusReport",
     "StorageError",
     "TransientError",
     "UsageError",
     "__version__",
     "load_manifest",
+    "status",
     "sync",
     "verify",
 ]

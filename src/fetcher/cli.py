@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -15,10 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .errors import Cancelled, FetcherError, UsageError
+
+if TYPE_CHECKING:
+    from .http import Policy
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -33,6 +37,9 @@ examples:
   fetcher sync 1706.03762 gpt1      only these entries
   fetcher verify                    re-hash every file against manifest.lock
   fetcher add 1706.03762 https://example.org/paper.pdf --name example
+  fetcher import reading-list.md    add every paper a reading list links to
+  fetcher bib --out refs.bib        BibTeX for the library
+  fetcher smoke                     the whole sync offline, against mocks (for CI)
 
 exit codes: 0 ok; 1 some entries failed; 2 usage or manifest error; 75 library busy
 (--no-wait); 130 interrupted.
@@ -195,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
         "fetcher verify",
     )
     p.set_defaults(handler=cmd_verify)
+
+    p = command(
+        "status",
+        "one line per entry: present, missing, damaged, never synced; version; size",
+        "fetcher status --check-updates   # one API request: which papers have a newer version",
+    )
+    p.add_argument(
+        "--check-updates",
+        action="store_true",
+        help="ask arXiv (one batched request) which papers have a newer version",
+    )
+    p.set_defaults(handler=cmd_status)
+    _reading_list_commands(command)
     return parser
 
 
@@ -268,6 +288,19 @@ def _entry_line(report: Any) -> str:
     return f"FAILED     {report.key}: {report.error}"
 
 
+def env_policy() -> Policy | None:
+    """Retry and patience limits with the `FETCHER_*` tuning knobs of the environment
+    applied (README, "When things go wrong"); the one place fetcher reads them. A bad
+    value is a usage error (exit 2) naming the variable. None when no knob is set (the
+    defaults): then a sync with nothing to do never imports the HTTP stack (httpx, ssl,
+    tenacity: 0.1 s of a 0.1 s warm sync)."""
+    if not any(var.startswith("FETCHER_") and value.strip() for var, value in os.environ.items()):
+        return None
+    from .http import Policy
+
+    return Policy.from_env(os.environ)
+
+
 def cmd_sync(args: argparse.Namespace, out: Output) -> int:
     from .manifest import load
     from .sync import Event, Options, Syncer
@@ -302,19 +335,24 @@ def cmd_sync(args: argparse.Namespace, out: Output) -> int:
 
     started = time.monotonic()
     cancel = threading.Event()
-    syncer = Syncer(manifest, options, progress=progress, cancel=cancel)
+    syncer = Syncer(manifest, options, progress=progress, cancel=cancel, policy=env_policy())
     with _signals(cancel):
         try:
             report = syncer.run()
         finally:
             bars.close()
     elapsed = time.monotonic() - started
+    for error in report.errors:
+        out.error(f"fetcher: {error}")
     if out.json_mode:
         out.json(report.to_json())
     else:
         for report_entry in report.entries:
             if report.dry_run:
                 out.info(_entry_line(report_entry))
+        for name in report.pruned:
+            verb = "would prune" if report.dry_run else "pruned    "
+            out.info(f"{verb} {name} (not in the manifest)")
         counts = report.counts
         summary = (
             f"{len(report.entries)} entries: {counts['downloaded']} downloaded, "
@@ -327,9 +365,11 @@ def cmd_sync(args: argparse.Namespace, out: Output) -> int:
             )
         else:
             summary += f" ({report.requests} requests, {elapsed:.1f}s)"
+        if report.pruned and not report.dry_run:
+            summary += f"; {len(report.pruned)} files pruned"
         if report.ok:
             out.info(summary)
-        else:
+        elif not out.quiet:  # -q: one line per failure, nothing more (cron mails them)
             out.error(summary)
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -358,16 +398,16 @@ class _signals:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    from .library import read_lock
     from .manifest import load
     from .verify import verify
 
     manifest = load(_manifest_path(args))
+    show_bar = sys.stderr.isatty() and not out.quiet and not out.json_mode
     bar: Any = None
 
     def progress(done: int, total: int) -> None:
         nonlocal bar
-        if not (sys.stderr.isatty() and not out.quiet and not out.json_mode):
-            return
         if bar is None:
             from tqdm import tqdm
 
@@ -376,20 +416,335 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
             )
         bar.update(done - bar.n)
 
+    def on_wait() -> None:
+        out.warn("another fetcher sync holds the library; verify waits for it")
+
     try:
-        problems = verify(manifest, progress=progress)
+        problems = verify(manifest, progress=progress if show_bar else None, on_wait=on_wait)
     finally:
         if bar is not None:
             bar.close()
     if out.json_mode:
         out.json({"ok": not problems, "problems": [p.to_json() for p in problems]})
-    else:
+        return EXIT_FAILED if problems else EXIT_OK
+    for problem in problems:
+        name = problem.file or problem.key
+        out.error(f"{problem.kind:<10} {name}: {problem.detail}")
+    if not problems:
+        count = len(read_lock(manifest.lock_path))
+        out.info(f"all {count} entries match {manifest.lock_path.name}")
+    elif not out.quiet:
+        kinds: dict[str, int] = {}
         for problem in problems:
-            name = problem.file or problem.key
-            out.error(f"{problem.kind:<10} {name}: {problem.detail}")
-        if not problems:
-            out.info(f"all files match {manifest.lock_path.name}")
+            kinds[problem.kind] = kinds.get(problem.kind, 0) + 1
+        counted = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+        hints = []
+        if set(kinds) - {"unexpected"}:
+            hints.append("`fetcher sync` repairs missing, damaged and unsynced entries")
+        if "unexpected" in kinds:
+            hints.append("`fetcher sync --prune` deletes files left from removed entries")
+        out.error(f"{len(problems)} problems ({counted}); {'; '.join(hints)}")
     return EXIT_FAILED if problems else EXIT_OK
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def _listing(keys: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    """Always exit 0 once the manifest loads: status reports, it does not judge."""
+    from .manifest import load
+    from .status import status
+
+    manifest = load(_manifest_path(args))
+    report = status(manifest, check_updates=args.check_updates)
+    if out.json_mode:
+        out.json(report.to_json())
+        if report.update_error:
+            out.error(f"fetcher: could not check for updates: {report.update_error}")
+        return EXIT_OK
+
+    def show(line: str, attention: bool) -> None:
+        # -q keeps only what needs attention, so `status -q --check-updates` in cron
+        # mails you exactly when something is missing, damaged or newer
+        if attention and out.quiet:
+            out._write(out.out, line)
+        else:
+            out.info(line)
+
+    width = min(40, max((len(e.key) for e in report.entries), default=3))
+    for item in report.entries:
+        version = f"v{item.version}" if item.version is not None else "-"
+        if item.pinned:
+            version += " pinned"
+        size = human_size(item.size) if item.size is not None else "-"
+        line = f"{item.state:<15} {item.key:<{width}}  {version:<10} {size:>8}"
+        if item.newer is not None:
+            line += f"  newer: v{item.newer}"
+        if item.notes:
+            line += f"  ({'; '.join(item.notes)})"
+        show(line, item.state != "present" or item.newer is not None or bool(item.notes))
+    if not report.lock_exists:
+        out.info(f"no {manifest.lock_path.name} yet: `fetcher sync` writes it")
+    elif not report.lock_agrees:
+        parts = []
+        if report.not_in_lock:
+            parts.append(f"not in the lock: {_listing(report.not_in_lock)}")
+        if report.lock_only:
+            parts.append(f"in the lock only: {_listing(report.lock_only)}")
+        show(
+            f"{manifest.lock_path.name} disagrees with the manifest ({'; '.join(parts)}); "
+            "`fetcher sync` updates it, `fetcher sync --locked` refuses to",
+            True,
+        )
+    counts = report.counts
+    in_manifest = len(manifest.entries)
+    summary = (
+        f"{in_manifest} entries: {counts['present']} present, {counts['missing']} missing, "
+        f"{counts['damaged']} damaged, {counts['never synced']} never synced"
+    )
+    if counts["not in manifest"]:
+        summary += f"; {counts['not in manifest']} left from entries no longer in the manifest"
+    if report.checked_updates and report.update_error is None:
+        newer = len(report.newer)
+        requests = f"{report.requests} request{'s' if report.requests != 1 else ''}"
+        if newer:
+            summary += f"; {newer} newer on arXiv ({requests}; `fetcher sync --upgrade` gets them)"
+        else:
+            summary += f"; no newer versions on arXiv ({requests})"
+    out.info(summary)
+    if report.update_error is not None:
+        out.error(f"fetcher: could not check for updates: {report.update_error}")
+    return EXIT_OK
+
+
+# --- add, import, bib, smoke -------------------------------------------------------------------
+
+
+def _reading_list_commands(command: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
+    """The commands that go from a reading list to a library and back."""
+    p = command(
+        "add",
+        "append entries to the manifest, keeping its comments and layout",
+        "fetcher add 1706.03762 https://huggingface.co/blog/moe --format html",
+    )
+    p.add_argument("items", nargs="+", metavar="ID-or-URL", help="arXiv ids or links to add")
+    p.add_argument("--name", help="the entry name of a URL (default: from the link)")
+    p.add_argument("--format", choices=("pdf", "html"), help="pdf or html (default: from the link)")
+    p.add_argument("--sha256", help="pin the bytes of the one entry given")
+    p.add_argument("--title", help="a title note for the one entry given")
+    p.add_argument("--tag", action="append", default=[], help="a tag for every entry (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be added; write nothing")
+    p.set_defaults(handler=cmd_add)
+
+    p = command(
+        "import",
+        "find the papers of a reading list (text, Markdown, HTML) and add the new ones",
+        "fetcher import reading-list.md      # or: curl -s URL | fetcher import -",
+    )
+    p.add_argument("file", metavar="FILE", help="the reading list; - for stdin")
+    p.add_argument("--tag", action="append", default=[], help="a tag for every entry (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be added; write nothing")
+    p.set_defaults(handler=cmd_import)
+
+    p = command(
+        "bib",
+        "BibTeX for every entry, from the library's metadata",
+        "fetcher bib --out references.bib",
+    )
+    p.add_argument("--out", metavar="FILE", help="write to FILE (atomically) instead of stdout")
+    p.set_defaults(handler=cmd_bib)
+
+    p = command(
+        "smoke",
+        "the whole sync of the manifest against mocked responses, offline, for CI",
+        "fetcher smoke --json",
+    )
+    p.add_argument(
+        "--library",
+        metavar="DIR",
+        help="build the synthetic library in DIR and keep it (default: a temporary folder)",
+    )
+    p.set_defaults(handler=cmd_smoke)
+
+
+def _read_input(name: str, out: Output) -> tuple[str, str]:
+    """The text of FILE or stdin, and a label for messages."""
+    if name == "-":
+        raw = sys.stdin.buffer.read()
+        label = "stdin"
+    else:
+        try:
+            raw = Path(name).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+        label = name
+    try:
+        return raw.decode("utf-8-sig"), label
+    except UnicodeDecodeError:
+        out.warn(f"{label} is not UTF-8; read as Latin-1")
+        return raw.decode("latin-1"), label
+
+
+def _lines_note(lines: Sequence[int]) -> str:
+    if not lines:
+        return ""
+    word = "line" if len(lines) == 1 else "lines"
+    return f" ({word} {', '.join(str(n) for n in lines[:5])}{', …' if len(lines) > 5 else ''})"
+
+
+def _show_plan(plan: Any, out: Output, *, dry_run: bool, found: int | None = None) -> int:
+    """Print what an add or import did (or would do); the same for both commands."""
+    if out.json_mode:
+        data = plan.to_json()
+        data["dry_run"] = dry_run
+        out.json(data)
+        return EXIT_OK
+    verb = "would add" if dry_run else "added"
+    for entry in plan.added:
+        if entry.kind == "arxiv":
+            out.info(f"{verb:<9} {entry.value}{_lines_note(entry.lines)}")
+        else:
+            what = "web page" if entry.format == "html" else "PDF"
+            out.info(f"{verb:<9} {entry.name} ({what}) {entry.value}{_lines_note(entry.lines)}")
+    known = [s for s in plan.skipped if s.duplicate]
+    for skip in plan.skipped:
+        if not skip.duplicate or out.verbose or len(known) <= 3:
+            out.info(f"{'skipped':<9} {skip.value}{_lines_note(skip.lines)}: {skip.reason}")
+    if known and not out.verbose and len(known) > 3:
+        out.info(f"{'skipped':<9} {len(known)} already in {plan.path.name} (-v lists them)")
+    for note in plan.notes:
+        out.info(f"{'note':<9} {note}")
+    if plan.unchecked:
+        out.info(
+            f"not checked: {len(plan.unchecked)} direct link(s); fetcher makes no request "
+            "while adding, so whether they answer (and are what they claim) is known only "
+            "at `fetcher sync`:"
+        )
+        for entry in plan.unchecked:
+            out.info(f"  {entry.name}  {entry.value}")
+    arxiv = sum(1 for e in plan.added if e.kind == "arxiv")
+    pages = sum(1 for e in plan.added if e.kind == "url" and e.format == "html")
+    pdfs = len(plan.added) - arxiv - pages
+    name = plan.path.name + (" (new)" if plan.created else "")
+    if plan.added:
+        summary = (
+            f"{len(plan.added)} {'to add to' if dry_run else 'added to'} {name}: {arxiv} arXiv, "
+            f"{pdfs} PDF link(s), {pages} web page(s); {len(plan.skipped)} skipped"
+        )
+    else:
+        summary = f"nothing new for {plan.path.name}; {len(plan.skipped)} skipped"
+        if found == 0:
+            summary = "found no arXiv id or link in the input; nothing added"
+    if dry_run:
+        summary += " (dry run: nothing written)"
+    out.info(summary)
+    return EXIT_OK
+
+
+def cmd_add(args: argparse.Namespace, out: Output) -> int:
+    from . import edit
+
+    sha = args.sha256.strip().lower() if args.sha256 else None
+    plan = edit.plan_add(
+        _manifest_path(args).absolute(),
+        args.items,
+        name=args.name,
+        format=args.format,
+        sha256=sha,
+        title=args.title,
+        tags=args.tag,
+    )
+    edit.apply(plan, dry_run=args.dry_run)
+    return _show_plan(plan, out, dry_run=args.dry_run)
+
+
+def cmd_import(args: argparse.Namespace, out: Output) -> int:
+    from . import edit, finder
+
+    text, label = _read_input(args.file, out)
+    suffix = Path(args.file).suffix.lower()
+    html = True if suffix in (".html", ".htm") else False if suffix in (".md", ".txt") else None
+    found = finder.scan(text, html=html)
+    plan = edit.plan_import(
+        _manifest_path(args).absolute(), finder.candidates(found), tags=args.tag
+    )
+    edit.apply(plan, dry_run=args.dry_run)
+    out.debug(f"{label}: {len(found)} ids and links found")
+    return _show_plan(plan, out, dry_run=args.dry_run, found=len(found))
+
+
+def cmd_bib(args: argparse.Namespace, out: Output) -> int:
+    from .bib import bibliography
+    from .library import atomic_write_bytes
+    from .manifest import load
+
+    manifest = load(_manifest_path(args))
+    text, entries = bibliography(manifest)
+    bare = [e.key for e in entries if not e.complete]
+    if bare:
+        out.warn(
+            f"{len(bare)} entries have no metadata yet ({_listing(bare)}): their BibTeX "
+            "entries are minimal; run `fetcher sync` first for authors and titles"
+        )
+    if args.out:
+        atomic_write_bytes(Path(args.out), text.encode("utf-8"))
+    if out.json_mode:
+        data: dict[str, Any] = {
+            "ok": True,
+            "count": len(entries),
+            "entries": [
+                {"citekey": e.citekey, "key": e.key, "type": e.type, "complete": e.complete}
+                for e in entries
+            ],
+            "out": args.out,
+        }
+        if not args.out:
+            data["bibtex"] = text
+        out.json(data)
+    elif args.out:
+        out.info(f"{len(entries)} BibTeX entries written to {args.out}")
+    else:
+        out.out.write(text)
+        out.out.flush()
+    return EXIT_OK
+
+
+def cmd_smoke(args: argparse.Namespace, out: Output) -> int:
+    from .manifest import load
+    from .smoke import run
+
+    manifest = load(_manifest_path(args))
+    library = Path(args.library) if args.library else None
+    where = f"in {library} (kept)" if library else "in a temporary folder (removed after)"
+    out.info(
+        f"smoke: {manifest.path.name}, {len(manifest.entries)} entries, offline against "
+        f"mocked responses; library {where}"
+    )
+    report = run(manifest, library=library)
+    if out.json_mode:
+        out.json(report.to_json())
+        return EXIT_OK if report.ok else EXIT_FAILED
+    for line in report.lines():
+        if line.startswith("FAILED") or line.startswith(" "):
+            out.error(line)
+        else:
+            out.info(line)
+    for note in report.notes:
+        out.info(note)
+    failed = [s.name for s in report.stages if not s.ok]
+    if failed:
+        out.error(f"smoke FAILED at {', '.join(failed)} ({report.seconds:.1f}s)")
+        return EXIT_FAILED
+    out.info(
+        f"smoke passed: {len(report.stages)} stages in {report.seconds:.1f}s, "
+        f"{report.requests} mocked requests, no network"
+    )
+    return EXIT_OK
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -424,7 +779,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_FAILED
     except OSError as exc:
-        out.error(f"fetcher: error: {exc.strerror or exc} ({getattr(exc, 'filename', '')})")
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        out.error(f"fetcher: error: {exc.strerror or exc}{where}")
+        return EXIT_FAILED
+    except Exception as exc:  # a bug in fetcher: one line, the traceback only with -v
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        out.error(
+            f"fetcher: internal error: {type(exc).__name__}: {exc}; please report it "
+            "(rerun with -v for the traceback)"
+        )
         return EXIT_FAILED
 
 

@@ -13,16 +13,18 @@ import errno
 import hashlib
 import json
 import os
+import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-import httpx
+from .errors import ContentError, HTTPStatusError, IntegrityError, StorageError, TransientError
 
-from .errors import ContentError, IntegrityError, StorageError, TransientError
-from .http import Clock, Http, Policy, describe_transport_error
+if TYPE_CHECKING:  # the HTTP stack is imported by `fetch`: a sync with nothing to do, which
+    # only calls `clean_partials`, must not pay 0.1 s for httpx, ssl and tenacity
+    from .http import Clock, Http, Policy
 
 Format = Literal["pdf", "html"]
 Progress = Callable[[int, "int | None"], None]
@@ -48,9 +50,14 @@ class Fetched:
 
 @dataclass
 class _Note:
+    """What a partial file is a prefix of: the URL, its validators, its announced size and
+    the entry it belongs to (so a later sync can tell a stale partial from a live one)."""
+
     url: str
     etag: str | None
     last_modified: str | None
+    key: str | None = None
+    total: int | None = None
 
     @property
     def validator(self) -> str | None:
@@ -58,6 +65,21 @@ class _Note:
         if self.etag and not self.etag.startswith("W/"):
             return self.etag
         return self.last_modified
+
+    def continues(self, etag: str | None, last_modified: str | None, total: int | None) -> bool:
+        """Can a 206 with these headers continue the bytes this note describes?
+
+        The ETag decides when both sides have one; else Last-Modified; a different total
+        size always means another file. What cannot be compared is not held against it
+        (the server already checked If-Range).
+        """
+        if self.total is not None and total is not None and self.total != total:
+            return False
+        if self.etag and etag:
+            return self.etag == etag
+        if self.last_modified and last_modified:
+            return self.last_modified == last_modified
+        return True
 
 
 def _content_range_start(value: str | None) -> tuple[int, int | None] | None:
@@ -91,14 +113,16 @@ class Downloader:
                 path.unlink()
 
     def _read_note(self, note_path: Path) -> _Note | None:
-        try:
-            data = json.loads(note_path.read_bytes())
-            return _Note(data["url"], data.get("etag"), data.get("last_modified"))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return read_note(note_path)
 
     def _write_note(self, note_path: Path, note: _Note) -> None:
-        data = {"url": note.url, "etag": note.etag, "last_modified": note.last_modified}
+        data = {
+            "url": note.url,
+            "etag": note.etag,
+            "last_modified": note.last_modified,
+            "key": note.key,
+            "total": note.total,
+        }
         note_path.write_text(json.dumps(data))
 
     def fetch(
@@ -110,13 +134,23 @@ class Downloader:
         max_size: int,
         pin: str | None = None,
         progress: Progress | None = None,
+        key: str | None = None,
+        deadline: float | None = None,
     ) -> Fetched:
-        """One attempt: resume or start the partial file `name`, stream, hash, check."""
+        """One attempt: resume or start the partial file `name`, stream, hash, check.
+
+        `deadline` (clock time) bounds the whole entry across attempts: past it the body
+        stops with a `TransientError` and the partial file is kept for the next run.
+        """
+        import httpx
+
+        from .http import describe_transport_error
+
         part, note_path = self.paths(name)
         try:
             self.partial_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _storage_error(exc, self.partial_dir) from None
+            raise storage_error(exc, self.partial_dir) from None
         note = self._read_note(note_path)
         offset = 0
         headers = {"Accept-Encoding": "identity"}
@@ -134,7 +168,22 @@ class Downloader:
         if offset == 0:
             self.discard(name)
 
-        with self.http.stream(url, headers) as response:
+        with contextlib.ExitStack() as stack:
+            try:
+                response = stack.enter_context(
+                    self.http.stream(url, headers, deadline=deadline)
+                )
+            except HTTPStatusError as exc:
+                if exc.status != 416 or not offset:
+                    raise
+                # our partial is as long as the file or longer: it cannot be continued
+                # (a body cut at its very end, a server that lied about the length)
+                self.discard(name)
+                raise TransientError(
+                    f"{url}: the server cannot continue the partial file of {offset:,} "
+                    "bytes (HTTP 416: the file is shorter than announced, or changed); "
+                    "the partial file was dropped"
+                ) from None
             final_url = str(response.url)
             etag = response.headers.get("etag")
             last_modified = response.headers.get("last-modified")
@@ -145,8 +194,10 @@ class Downloader:
             )
             if response.status_code == 206 and offset:
                 parsed = _content_range_start(response.headers.get("content-range"))
-                same_version = note is not None and (
-                    etag is None or note.etag is None or etag == note.etag
+                same_version = (
+                    note is not None
+                    and parsed is not None
+                    and note.continues(etag, last_modified, parsed[1])
                 )
                 if parsed is None or parsed[0] != offset or not same_version:
                     self.discard(name)
@@ -176,11 +227,16 @@ class Downloader:
             # byte offsets are not the stored file's).
             if offset == 0:
                 resumable = not encoded and bool(etag or last_modified)
-                if resumable:
-                    self._write_note(note_path, _Note(url, etag, last_modified))
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        note_path.unlink()
+                try:
+                    if resumable:
+                        fresh = _Note(url, etag, last_modified, key, expected_total)
+                        self._write_note(note_path, fresh)
+                    else:
+                        with contextlib.suppress(FileNotFoundError):
+                            note_path.unlink()
+                except OSError as exc:
+                    self.discard(name)
+                    raise storage_error(exc, note_path) from None
             digest = hashlib.sha256()
             head = b""
             tail = b""
@@ -195,13 +251,17 @@ class Downloader:
                     fh = open(part, "wb")  # noqa: SIM115
             except OSError as exc:
                 self.discard(name)
-                raise _storage_error(exc, part) from None
+                raise storage_error(exc, part) from None
             received = offset
-            window: deque[tuple[float, int]] = deque()
             started = self.clock.time()
+            window: deque[tuple[float, int]] = deque([(started, 0)])
+            if deadline is None:
+                deadline = started + self.policy.entry_deadline
             try:
                 try:
-                    for chunk in response.iter_bytes(1 << 16):
+                    # as the bytes arrive: a fixed chunk size would hold back up to
+                    # a chunk that a cut connection then loses instead of resuming after
+                    for chunk in response.iter_bytes():
                         if not chunk:
                             continue
                         received += len(chunk)
@@ -212,29 +272,31 @@ class Downloader:
                         if len(head) < SNIFF:
                             head = (head + chunk)[:SNIFF]
                             _sniff(expect, head, url)
-                        tail = (tail + chunk)[-TAIL:]
+                        # the last bytes, without copying every chunk once more
+                        tail = chunk[-TAIL:] if len(chunk) >= TAIL else (tail + chunk)[-TAIL:]
                         digest.update(chunk)
                         try:
                             fh.write(chunk)
                         except OSError as exc:
-                            raise _storage_error(exc, part) from None
-                        self._check_rate(window, started, received - offset, url)
+                            raise storage_error(exc, part) from None
+                        self._check_rate(window, received - offset, url, deadline)
                         if progress is not None:
                             progress(received, expected_total)
                 except httpx.HTTPError as exc:
-                    fh.flush()
+                    with contextlib.suppress(OSError):
+                        fh.flush()  # keep what arrived: the next attempt resumes after it
                     raise describe_transport_error(exc, url) from None
                 try:
                     fh.flush()
                     os.fsync(fh.fileno())
                 except OSError as exc:
-                    raise _storage_error(exc, part) from None
+                    raise storage_error(exc, part) from None
             except (ContentError, StorageError):
-                fh.close()
+                _close_quietly(fh)
                 self.discard(name)
                 raise
             finally:
-                fh.close()
+                _close_quietly(fh)
 
         if expected_total is not None and received != expected_total:
             self.discard(name)
@@ -269,35 +331,152 @@ class Downloader:
         )
 
     def _check_rate(
-        self, window: deque[tuple[float, int]], started: float, got: int, url: str
+        self, window: deque[tuple[float, int]], got: int, url: str, deadline: float
     ) -> None:
-        """Fail a body that trickles in slower than `min_rate` or past the file deadline."""
+        """Fail a body that trickles in slower than `min_rate` or past the entry deadline.
+
+        `window` holds (time, bytes so far) points, starting with (response start, 0); the
+        rate is averaged from the last point at least `rate_window` old, so one byte a
+        minute fails as surely as one byte a second. Called once per chunk; the read
+        timeout bounds the wait for a chunk.
+        """
         self.clock.sleep(0)  # a checkpoint: raises Cancelled after Ctrl-C / SIGTERM
         now = self.clock.time()
-        if now - started > self.policy.entry_deadline:
+        if now > deadline:
             raise TransientError(
-                f"{url}: still downloading after {self.policy.entry_deadline:.0f}s"
+                f"{url}: not complete within the per-file deadline "
+                f"({self.policy.entry_deadline:g}s); the partial file is kept and resumes "
+                "next time"
             )
+        if self.policy.min_rate <= 0:
+            return
         window.append((now, got))
-        while len(window) > 1 and now - window[0][0] > self.policy.rate_window:
+        horizon = now - self.policy.rate_window
+        while len(window) > 2 and window[1][0] <= horizon:
             window.popleft()
-        if now - started >= self.policy.rate_window and len(window) > 1:
-            span = now - window[0][0]
-            rate = (got - window[0][1]) / span if span > 0 else float("inf")
-            if span >= self.policy.rate_window * 0.5 and rate < self.policy.min_rate:
+        since, base = window[0]
+        if since <= horizon:
+            rate = (got - base) / (now - since)
+            if rate < self.policy.min_rate:
                 raise TransientError(
-                    f"{url}: the server is too slow ({rate:.0f} B/s, under "
-                    f"{self.policy.min_rate:.0f} B/s); will resume later"
+                    f"{url}: the server is too slow ({rate:.0f} B/s over the last "
+                    f"{now - since:.0f}s, under {self.policy.min_rate:g} B/s); the partial "
+                    "file is kept and resumes"
                 )
 
 
 def commit(fetched: Fetched, dest: Path) -> None:
-    """Move a checked partial file to its final name, atomically."""
+    """Move a checked partial file to its final name, atomically; on failure the partial
+    goes too (it is complete, so nothing would resume from it)."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(fetched.partial, dest)
     except OSError as exc:
-        raise _storage_error(exc, dest) from None
+        with contextlib.suppress(OSError):
+            fetched.partial.unlink()
+        raise storage_error(exc, dest) from None
+
+
+def _close_quietly(fh: BinaryIO) -> None:
+    """Close after a failure: a flush that fails again (disk full) must not mask it."""
+    with contextlib.suppress(OSError):
+        fh.close()
+
+
+PARTIAL_MAX_AGE = 14 * 86400.0  # a partial older than this is not worth resuming
+TEMP_MAX_AGE = 3600.0  # an atomic write's temporary file lives milliseconds
+
+
+def clean_partials(
+    partial_dir: Path,
+    keys: Collection[str],
+    now: float,
+    *,
+    temps: Iterable[tuple[Path, str]] = (),
+    max_age: float = PARTIAL_MAX_AGE,
+) -> list[Path]:
+    """Remove what no later sync can resume; returns the paths removed.
+
+    Call it under the library's sync lock: then every partial file belongs to a process
+    that is gone. Kept: a partial whose note names an entry still in the manifest (`keys`;
+    a note without a key is kept too) and that is younger than `max_age`; the next fetch
+    of that entry resumes it with `If-Range`, or restarts it if the URL or the server's
+    version changed. Removed: partials without a readable note (never resumable), notes
+    without a partial, partials of entries no longer in the manifest, old ones, and the
+    temporary files an interrupted atomic write left (`temps`: folder and the file name
+    its temporary files start with, e.g. `(library, "")` or `(folder, "manifest.lock")`;
+    only names `mkstemp` makes, `.NAME.XXXXXXXX.tmp`, older than an hour).
+    Partial files live only under `.fetcher/partial/`, so none is ever taken for a
+    complete file.
+    """
+    wanted = set(keys)
+    removed: list[Path] = []
+
+    def remove(path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+
+    try:
+        names = sorted(os.listdir(partial_dir))
+    except OSError:
+        names = []
+    present = set(names)
+    for name in names:
+        path = partial_dir / name
+        if name.endswith(".part.json"):
+            if name[: -len(".json")] not in present:
+                remove(path)  # a note whose partial is gone
+            continue
+        if not name.endswith(".part"):
+            continue
+        note_path = partial_dir / (name + ".json")
+        note = read_note(note_path)
+        try:
+            age = now - path.stat().st_mtime
+        except OSError:
+            continue
+        stale = (
+            note is None
+            or (note.key is not None and note.key not in wanted)
+            or age > max_age
+        )
+        if stale:
+            remove(path)
+            remove(note_path)
+    for folder, prefix in temps:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for item in entries:
+            match = _TEMP_NAME.match(item.name)
+            if match is None or not match.group(1).startswith(prefix):
+                continue
+            with contextlib.suppress(OSError):
+                old = now - item.stat(follow_symlinks=False).st_mtime > TEMP_MAX_AGE
+                if old and item.is_file(follow_symlinks=False):
+                    remove(Path(item.path))
+    return removed
+
+
+_TEMP_NAME = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp(prefix=".NAME.")
+
+
+def read_note(note_path: Path) -> _Note | None:
+    """The note beside a partial file, or None if absent or unreadable."""
+    try:
+        data = json.loads(note_path.read_bytes())
+        total = data.get("total")
+        return _Note(
+            str(data["url"]),
+            data.get("etag"),
+            data.get("last_modified"),
+            data.get("key"),
+            int(total) if isinstance(total, int) else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _hash_prefix(fh: BinaryIO, digest: Any, offset: int) -> tuple[bytes, bytes]:
@@ -331,10 +510,36 @@ def _check_type(expect: Format, content_type: str | None, url: str) -> None:
         )
 
 
+def _looks_like(head: bytes) -> str:
+    """What a body that is not the expected file seems to be, for the error message."""
+    start = head.lstrip()[:200]
+    low = start.lower()
+    if low.startswith((b"<!doctype html", b"<html")) or b"<html" in low or b"<body" in low:
+        return "an HTML page"
+    if low.startswith(b"<"):
+        return "XML"
+    snippet = start[:60].decode("utf-8", errors="replace")
+    if start[:1] in (b"{", b"["):
+        return f"JSON: {snippet!r}"
+    if start[:2] == b"\x1f\x8b":
+        return "gzip data"
+    if start[:2] == b"PK":
+        return "a ZIP archive"
+    if snippet.isprintable():
+        return f"text: {snippet!r}"
+    return "binary data"
+
+
+def _not_a_pdf(head: bytes, url: str) -> ContentError:
+    return ContentError(
+        f"{url} is not a PDF (no %PDF- header; it looks like {_looks_like(head)}); "
+        "the link may need a login or point at a landing page"
+    )
+
+
 def _sniff(expect: Format, head: bytes, url: str) -> None:
     if expect == "pdf" and len(head) >= 5 and not head.startswith(b"%PDF-"):
-        looks = "an HTML page" if b"<" in head[:100] else "something else"
-        raise ContentError(f"{url} is not a PDF (no %PDF- header; looks like {looks})")
+        raise _not_a_pdf(head, url)
     if expect == "html" and head.startswith(b"%PDF-"):
         raise ContentError(f'{url} is a PDF, not a page; use format = "pdf"')
 
@@ -344,12 +549,13 @@ def _check_complete(expect: Format, head: bytes, tail: bytes, size: int, url: st
         raise ContentError(f"{url} sent an empty body")
     if expect == "pdf":
         if not head.startswith(b"%PDF-"):
-            raise ContentError(f"{url} is not a PDF (no %PDF- header)")
+            raise _not_a_pdf(head, url)
         if b"%%EOF" not in tail:
             raise ContentError(f"{url} is a truncated PDF ({size:,} bytes, no %%EOF at the end)")
 
 
-def _storage_error(exc: OSError, path: Path) -> StorageError:
+def storage_error(exc: OSError, path: Path) -> StorageError:
+    """One line for a failed write: disk full, permission denied, or what the OS said."""
     if exc.errno == errno.ENOSPC:
         return StorageError(f"disk full while writing {path}; free some space and sync again")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

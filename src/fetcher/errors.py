@@ -28,13 +28,22 @@ class UsageError(FetcherError):
 class ManifestError(UsageError):
     """The manifest is missing, unreadable or invalid; names file and line when known."""
 
-    def __init__(self, message: str, path: Path | str | None = None, line: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        path: Path | str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ):
         self.path = Path(path) if path is not None else None
         self.line = line
+        self.column = column
         self.detail = message
         where = ""
         if self.path is not None:
-            where = f"{self.path}:{line}: " if line else f"{self.path}: "
+            where = f"{self.path}: "
+            if line:
+                where = f"{self.path}:{line}:{column}: " if column else f"{self.path}:{line}: "
         super().__init__(where + message)
 
 
@@ -60,6 +69,10 @@ class EntryError(FetcherError):
 
 class NotFound(EntryError):
     """The server says the resource does not exist (404/410, or absent from the arXiv API)."""
+
+
+class Unreachable(EntryError):
+    """The URL cannot be requested at all: no such host (DNS), or not a valid URL."""
 
 
 class HTTPStatusError(EntryError):

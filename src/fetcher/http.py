@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import errno
+import math
 import os
 import random
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -30,10 +32,13 @@ from . import __version__
 from .errors import (
     Blocked,
     Cancelled,
+    EntryError,
     HTTPStatusError,
     NotFound,
     RetryLater,
     TransientError,
+    Unreachable,
+    UsageError,
 )
 
 try:
@@ -83,6 +88,48 @@ class Policy:
     rate_window: float = 30.0
     other_hosts_parallel: int = 3
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Policy:
+        """The default policy with the `FETCHER_*` tuning knobs of `env` applied.
+
+        For slow links, impatient cron jobs and tests; the manifest schema is fixed, so
+        these live in the environment. A bad value is a usage error naming the variable.
+        """
+        changes: dict[str, float | int] = {}
+        for var, (name, kind, minimum) in POLICY_ENV.items():
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                value: float | int = int(raw) if kind is int else float(raw)
+            except ValueError:
+                value = float("nan")
+            if not math.isfinite(value) or value < minimum:
+                unit = "a whole number" if kind is int else "a number of seconds"
+                if name == "min_rate":
+                    unit = "bytes per second (0 turns the rule off)"
+                raise UsageError(
+                    f"environment variable {var}={raw!r} is not valid: expected {unit}, "
+                    f"at least {minimum:g}; unset it to use the default "
+                    f"({getattr(cls(), name)!r})"
+                )
+            changes[name] = value
+        return replace(cls(), **changes)  # type: ignore[arg-type]
+
+
+# variable -> (Policy field, type, smallest allowed value)
+POLICY_ENV: dict[str, tuple[str, type, float]] = {
+    "FETCHER_RETRY_ATTEMPTS": ("attempts", int, 1),
+    "FETCHER_BACKOFF": ("backoff_initial", float, 0),
+    "FETCHER_BACKOFF_MAX": ("backoff_max", float, 0),
+    "FETCHER_RETRY_AFTER_CAP": ("retry_after_cap", float, 0),
+    "FETCHER_ENTRY_DEADLINE": ("entry_deadline", float, 0.1),
+    "FETCHER_CONNECT_TIMEOUT": ("connect_timeout", float, 0.1),
+    "FETCHER_READ_TIMEOUT": ("read_timeout", float, 0.1),
+    "FETCHER_MIN_RATE": ("min_rate", float, 0),
+    "FETCHER_RATE_WINDOW": ("rate_window", float, 0.1),
+}
+
 
 def user_agent(contact: str) -> str:
     ua = f"fetcher/{__version__} (+https://github.com/fetcher-dev/fetcher"
@@ -114,7 +161,10 @@ class Gate:
     """Spaces request starts to one host group and bounds how many are in flight.
 
     With a `state_file`, the spacing and the one-at-a-time rule hold across processes:
-    the file is locked for the whole request and holds the wall time of the last start.
+    the file is locked for the whole request and holds the wall time the next start is
+    spaced from (the last start, then the moment its answer began, pushed later by a
+    `Retry-After`). A value further ahead than `interval + max_defer` cannot be ours (a
+    clock set back, a damaged file) and is ignored.
     """
 
     def __init__(
@@ -124,14 +174,18 @@ class Gate:
         clock: Clock,
         max_in_flight: int = 1,
         state_file: Path | None = None,
+        max_defer: float = 600.0,
     ):
         self.name = name
         self.interval = interval
         self.clock = clock
         self.state_file = state_file
+        self.max_defer = max_defer
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._lock = threading.Lock()
         self._last: float | None = None
+        # set when the host asked for a pause longer than we wait: no request for the run
+        self.closed: str | None = None
 
     def _acquire_slot(self) -> None:
         while not self._slots.acquire(timeout=0.2):
@@ -142,7 +196,9 @@ class Gate:
         if self.state_file is None or fcntl is None:
             yield None
             return
-        fd = os.open(self.state_file, os.O_RDWR | os.O_CREAT, 0o644)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        # O_NOFOLLOW: a link planted here must not make us truncate a file elsewhere
+        fd = os.open(self.state_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         try:
             while True:
                 try:
@@ -174,37 +230,64 @@ class Gate:
             os.pwrite(fd, data, 0)
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[Callable[[], None]]:
+    def slot(self) -> Iterator[Slot]:
         """Hold a request slot: returns when this request may start.
 
-        Yields `responded`, to be called when the response head arrives: the next start is
-        then spaced from that moment, which is after the server saw this request, so the
-        server too sees starts at least `interval` apart whatever the network latency.
+        Yields a `Slot`; its `responded()` is called when the response head arrives: the
+        next start is then spaced from that moment, which is after the server saw this
+        request, so the server too sees starts at least `interval` apart whatever the
+        network latency. Its `defer(seconds)` obeys a `Retry-After` for the whole host.
         """
         self._acquire_slot()
         try:
-            with self._file_lock() as fd:
-                with self._lock:
-                    now = self.clock.time()
-                    last = self._last
-                    shared = self._read_last(fd)
-                    if shared is not None and shared <= now + self.interval:
-                        last = shared if last is None else max(last, shared)
-                    start = now if last is None else max(now, last + self.interval)
-                    self._last = start
-                    self._write_last(fd, start)
-                self.clock.sleep(start - now)
-
-                def responded() -> None:
+            while True:
+                with self._file_lock() as fd:
                     with self._lock:
-                        when = self.clock.time()
-                        if self._last is None or when > self._last:
-                            self._last = when
-                            self._write_last(fd, when)
-
-                yield responded
+                        now = self.clock.time()
+                        last = self._last
+                        shared = self._read_last(fd)
+                        if shared is not None and shared <= now + self.interval + self.max_defer:
+                            last = shared if last is None else max(last, shared)
+                        start = now if last is None else max(now, last + self.interval)
+                        ready = fd is None or start <= now
+                        if ready:  # in-process only: the start is reserved, then waited for
+                            self._last = start
+                            self._write_last(fd, start)
+                    if ready:
+                        self.clock.sleep(start - now)
+                        yield Slot(self, fd)
+                        return
+                # Shared: wait without the file lock, then look again. Holding it while
+                # waiting would let one process keep the gate until it is done, and
+                # `fetcher status` beside a long sync would wait for the whole sync.
+                self.clock.sleep(start - now)
         finally:
             self._slots.release()
+
+    def _push(self, fd: int | None, when: float) -> None:
+        """Space the next start from `when`, if that is later than what we have."""
+        with self._lock:
+            if self._last is None or when > self._last:
+                self._last = when
+                self._write_last(fd, when)
+
+
+class Slot:
+    """A request slot held in a `Gate` (see `Gate.slot`)."""
+
+    def __init__(self, gate: Gate, fd: int | None):
+        self.gate = gate
+        self.fd = fd
+
+    def responded(self) -> None:
+        """The answer began (or the attempt failed): the server has seen the request."""
+        self.gate._push(self.fd, self.gate.clock.time())
+
+    def defer(self, seconds: float) -> None:
+        """The host asked for a pause (`Retry-After`): no request to it before then, from
+        this process or any other sharing the state file."""
+        seconds = min(max(0.0, seconds), self.gate.max_defer)
+        self.gate._push(self.fd, self.gate.clock.time() + seconds - self.gate.interval)
 
 
 # --- the client ----------------------------------------------------------------------------
@@ -237,12 +320,16 @@ class Http:
             self.clock,
             max_in_flight=1,
             state_file=(state_dir / "arxiv.gate") if state_dir else None,
+            max_defer=self.policy.retry_after_cap,
         )
         self._gates: dict[str, Gate] = {}
         self._gates_lock = threading.Lock()
         self.blocked: str | None = None
         self.request_count = 0
         self._count_lock = threading.Lock()
+        # sockets of the responses being read, so `abort` can wake a blocked read at once
+        self._inflight: set[socket.socket] = set()
+        self._aborted = False
         timeout = httpx.Timeout(self.policy.read_timeout, connect=self.policy.connect_timeout)
         self.client = httpx.Client(
             headers={"User-Agent": user_agent(contact)},
@@ -254,6 +341,32 @@ class Http:
 
     def close(self) -> None:
         self.client.close()
+
+    def abort(self) -> None:
+        """Cut every response being read (Ctrl-C, SIGTERM): a worker blocked in a socket
+        read wakes now with a read error instead of at the next byte or the read timeout."""
+        with self._count_lock:
+            self._aborted = True
+            sockets = list(self._inflight)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def _track(self, response: httpx.Response) -> socket.socket | None:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            return None
+        with self._count_lock:
+            self._inflight.add(sock)
+            aborted = self._aborted
+        if aborted:
+            _shutdown(sock)
+        return sock
+
+    def _untrack(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._count_lock:
+                self._inflight.discard(sock)
 
     def __enter__(self) -> Http:
         return self
@@ -271,16 +384,29 @@ class Http:
         with self._gates_lock:
             gate = self._gates.get(host)
             if gate is None:
-                gate = Gate(host, self.host_interval, self.clock, max_in_flight=2)
+                gate = Gate(
+                    host,
+                    self.host_interval,
+                    self.clock,
+                    max_in_flight=2,
+                    max_defer=self.policy.retry_after_cap,
+                )
                 self._gates[host] = gate
             return gate
 
     @contextlib.contextmanager
-    def stream(self, url: str, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
+    def stream(
+        self,
+        url: str,
+        headers: dict[str, str] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> Iterator[httpx.Response]:
         """GET `url`, following redirects hop by hop; yields a 2xx response to read.
 
         Statuses that are errors raise the matching fetcher error; the gate of the final
-        host stays held while the caller reads the body (one connection at a time).
+        host stays held while the caller reads the body (one connection at a time). With
+        a `deadline` (clock time), no single wait on the network outlasts it.
         """
         seen: list[str] = []
         current = url
@@ -288,32 +414,57 @@ class Http:
             if self.is_arxiv(current) and self.blocked:
                 raise Blocked(self.blocked)
             gate = self.gate_for(current)
-            with gate.slot() as responded:
+            if gate.closed:
+                raise RetryLater(gate.closed)
+            with gate.slot() as slot:
+                self.clock.sleep(0)  # a checkpoint: no new request once the run is cancelled
                 with self._count_lock:
                     self.request_count += 1
+                sock = None
                 try:
-                    request = self.client.build_request("GET", current, headers=headers)
+                    request = self.client.build_request(
+                        "GET", current, headers=headers, timeout=self._timeout(deadline)
+                    )
                     response = self.client.send(request, stream=True)
-                except httpx.HTTPError as exc:
-                    responded()
+                except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                    slot.responded()
                     raise describe_transport_error(exc, current) from None
-                responded()
+                slot.responded()
                 try:
+                    sock = self._track(response)
                     if response.is_redirect:
-                        location = response.headers.get("location", "")
+                        location = response.headers.get("location", "").strip()
                         response.read()
-                        nxt = urljoin(current, location)
+                        try:
+                            nxt = urljoin(current, location)
+                            urlsplit(nxt).port  # noqa: B018 - ValueError if out of range
+                        except ValueError:
+                            nxt = ""
+                        if not nxt or not location:
+                            raise HTTPStatusError(
+                                f"{current} redirects to an invalid URL {location!r}",
+                                response.status_code,
+                            )
                         self._check_redirect(url, current, nxt, seen)
                         seen.append(current)
                         current = nxt
                         continue
-                    self._raise_for_status(response, current)
+                    self._raise_for_status(response, current, slot)
                     yield response
                     return
                 except httpx.HTTPError as exc:
                     raise describe_transport_error(exc, current) from None
                 finally:
+                    self._untrack(sock)
                     response.close()
+
+    def _timeout(self, deadline: float | None) -> httpx.Timeout:
+        """The client's timeouts, shortened so that none outlasts `deadline`."""
+        read, connect = self.policy.read_timeout, self.policy.connect_timeout
+        if deadline is not None:
+            left = max(0.1, deadline - self.clock.time())
+            read, connect = min(read, left), min(connect, left)
+        return httpx.Timeout(read, connect=connect)
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
         """GET a small document into memory (API responses)."""
@@ -335,7 +486,9 @@ class Http:
         if urlsplit(nxt).scheme not in ("http", "https"):
             raise HTTPStatusError(f"refused redirect to {nxt}: not http(s)", 310)
 
-    def _raise_for_status(self, response: httpx.Response, url: str) -> None:
+    def _raise_for_status(
+        self, response: httpx.Response, url: str, slot: Slot | None = None
+    ) -> None:
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -357,17 +510,57 @@ class Http:
                 when = time.strftime(
                     "%Y-%m-%d %H:%M UTC", time.gmtime(self.clock.time() + retry_after)
                 )
-                raise RetryLater(
+                message = (
                     f"HTTP {status} from {url} asks to wait {retry_after:.0f}s "
                     f"(more than {self.policy.retry_after_cap:.0f}s); try again after {when}"
                 )
+                if self.is_arxiv(url):  # arXiv's pause holds for every arXiv entry of the run
+                    message += "; no more arXiv requests in this run"
+                    self.arxiv_gate.closed = message
+                raise RetryLater(message)
+            if retry_after is not None and slot is not None:
+                slot.defer(retry_after)  # the whole host waits, not only this entry
             raise TransientError(f"HTTP {status} from {url}", retry_after=retry_after)
         raise HTTPStatusError(f"HTTP {status} from {url}", status)
 
 
-def describe_transport_error(exc: httpx.HTTPError, url: str) -> TransientError:
-    """One line a user understands, for any httpx transport failure."""
-    host = urlsplit(url).netloc or url
+def _shutdown(sock: socket.socket) -> None:
+    """Wake a read blocked on `sock` in another thread (close() alone would not)."""
+    with contextlib.suppress(OSError):
+        # the plain socket's shutdown, also under TLS: SSLSocket's would drop its state
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _no_such_host(exc: BaseException) -> bool:
+    """The resolver answered that the name does not exist (not a temporary DNS failure)."""
+    text = str(exc)
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return True
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, socket.gaierror) and cause.errno == socket.EAI_NONAME:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def describe_transport_error(exc: httpx.HTTPError | httpx.InvalidURL, url: str) -> EntryError:
+    """One line a user understands, for any httpx transport failure.
+
+    A host that does not exist or a URL that cannot be sent is final (retrying cannot
+    help); everything else may pass and is a `TransientError`.
+    """
+    try:
+        host = urlsplit(url).netloc or url
+    except ValueError:
+        host = url
+    if isinstance(exc, httpx.InvalidURL):
+        return Unreachable(f"cannot request {url!r}: {exc}")
+    if isinstance(exc, httpx.RemoteProtocolError) and "location header" in str(exc).lower():
+        # httpx parses Location even when we follow redirects by hand
+        return Unreachable(f"{url} redirects to an invalid URL ({exc})")
+    if isinstance(exc, httpx.ConnectError) and _no_such_host(exc):
+        return Unreachable(f"cannot resolve host {host}: no such host (DNS); check the URL")
     if isinstance(exc, httpx.TimeoutException):
         return TransientError(f"timed out talking to {host} ({url})")
     if isinstance(exc, httpx.ConnectError):
@@ -377,7 +570,7 @@ def describe_transport_error(exc: httpx.HTTPError, url: str) -> TransientError:
             or "nodename nor servname" in text
             or ("Temporary failure in name resolution" in text)
         ):
-            return TransientError(f"cannot resolve host {host} (DNS); check the URL or network")
+            return TransientError(f"cannot resolve host {host} (DNS); check the network")
         if "refused" in text.lower() or getattr(exc.__cause__, "errno", None) == errno.ECONNREFUSED:
             return TransientError(f"connection refused by {host}")
         return TransientError(f"cannot connect to {host}: {text or type(exc).__name__}")
@@ -408,12 +601,15 @@ class _WaitBackoffOrRetryAfter(wait_base):
 
 
 class _StopAtDeadline(stop_base):
+    """Stop when the deadline has passed, or when the coming wait would pass it."""
+
     def __init__(self, clock: Clock, deadline: float):
         self.clock = clock
         self.deadline = deadline
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.clock.time() >= self.deadline
+        upcoming = getattr(retry_state, "upcoming_sleep", 0.0) or 0.0  # tenacity >= 8.3
+        return self.clock.time() + upcoming >= self.deadline
 
 
 def retrying(
@@ -423,9 +619,12 @@ def retrying(
     clock: Clock,
     rng: random.Random | None = None,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
+    deadline: float | None = None,
 ) -> T:
-    """Call `fn`, retrying `TransientError` with backoff, bounded attempts and a deadline."""
-    deadline = clock.time() + policy.entry_deadline
+    """Call `fn`, retrying `TransientError` with backoff, bounded attempts and a deadline
+    (`deadline`, a clock time; default `policy.entry_deadline` from now)."""
+    if deadline is None:
+        deadline = clock.time() + policy.entry_deadline
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None and state.next_action is not None:
@@ -441,4 +640,12 @@ def retrying(
         reraise=True,
         before_sleep=before_sleep,
     )
-    return retryer(fn)
+    try:
+        return retryer(fn)
+    except TransientError as exc:
+        attempts = int(retryer.statistics.get("attempt_number", 1))
+        if attempts < 2:
+            raise
+        raise TransientError(
+            f"{exc} (gave up after {attempts} attempts)", retry_after=exc.retry_after
+        ) from None

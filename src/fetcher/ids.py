@@ -22,7 +22,8 @@ _NEW = r"(?P<yymm>\d{4})\.(?P<num>\d{4,5})"
 # Old style (1991 to March 2007): archive(.SUBJECT-CLASS)/YYMMNNN.
 _OLD = r"(?P<archive>[a-z]+(?:-[a-z]+)?)(?P<subj>\.[A-Za-z]{2})?/(?P<oyymm>\d{4})(?P<onum>\d{3})"
 _VERSION = r"(?:v(?P<version>[1-9]\d{0,3}))?"
-_ID_RE = re.compile(rf"^(?:{_NEW}|{_OLD}){_VERSION}$")
+# ASCII only: `\d` would otherwise accept other scripts' digits, which arXiv does not.
+_ID_RE = re.compile(rf"(?:{_NEW}|{_OLD}){_VERSION}", re.ASCII)
 _ARXIV_HOSTS = ("arxiv.org", "www.arxiv.org", "export.arxiv.org", "browse.arxiv.org")
 _PATH_PREFIXES = ("/abs/", "/pdf/", "/html/", "/format/", "/ps/")
 
@@ -70,9 +71,14 @@ def _check_dates(m: re.Match[str], text: str) -> None:
         yymm = m.group("oyymm")
         month = int(yymm[2:])
         year = int(yymm[:2])
-        if not 1 <= month <= 12 or not (year >= 91 or year <= 7):
+        # 9108 (August 1991) to 0703 (March 2007), across the century boundary
+        in_range = (year > 91 or (year == 91 and month >= 8)) or (
+            year < 7 or (year == 7 and month <= 3)
+        )
+        if not 1 <= month <= 12 or not in_range:
             raise InvalidArxivId(
                 f"{text!r} is not an arXiv id: old-style ids run from 9108 to 0703"
+                " (later papers look like 1706.03762)"
             )
 
 
@@ -81,8 +87,11 @@ def _strip_url(text: str) -> str:
     if "://" not in text and not text.lower().startswith(_ARXIV_HOSTS):
         return text
     candidate = text if "://" in text else "https://" + text
-    parts = urlsplit(candidate)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(candidate)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        raise InvalidArxivId(f"{text!r} is not a valid URL") from None
     if host not in _ARXIV_HOSTS:
         raise InvalidArxivId(f"{text!r} is not an arXiv URL (host {host or '?'} is not arxiv.org)")
     path = unquote(parts.path)
@@ -107,7 +116,7 @@ def parse(text: str) -> ArxivId:
     candidate = _strip_url(raw)
     if candidate[:6].lower() == "arxiv:":
         candidate = candidate[6:].strip()
-    m = _ID_RE.match(candidate)
+    m = _ID_RE.fullmatch(candidate)
     if m is None:
         raise InvalidArxivId(f"{text!r} is not an arXiv id; accepted forms: {ACCEPTED_FORMS}")
     _check_dates(m, text)

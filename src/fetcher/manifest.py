@@ -40,8 +40,8 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
 PAPER_KEYS = ("arxiv", "url", "name", "format", "sha256", "title", "tags")
 TEMPLATE_FIELDS = ("key", "id", "version", "title", "first_author", "year")
 FORMATS = ("pdf", "html")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch: `$` would allow a "\n"
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 MAX_INTERVAL = 3600.0
 
 Kind = Literal["arxiv", "url"]
@@ -110,8 +110,9 @@ class Manifest:
 
 # --- locating lines -------------------------------------------------------------------
 
-_PAPER_HEADER = re.compile(r"^\s*\[\[\s*paper\s*\]\]", re.MULTILINE)
-_SETTINGS_HEADER = re.compile(r"^\s*\[\s*settings\s*\]", re.MULTILINE)
+# [ \t]*, not \s*: \s would match the newlines of blank lines above and miscount the line
+_PAPER_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*[\"']?paper[\"']?[ \t]*\]\]", re.MULTILINE)
+_SETTINGS_HEADER = re.compile(r"^[ \t]*\[[ \t]*[\"']?settings[\"']?[ \t]*\]", re.MULTILINE)
 
 
 class _Lines:
@@ -119,18 +120,35 @@ class _Lines:
 
     def __init__(self, text: str):
         self.text = text
-        self.papers = [text.count("\n", 0, m.start()) + 1 for m in _PAPER_HEADER.finditer(text)]
-        m = _SETTINGS_HEADER.search(text)
-        self.settings = text.count("\n", 0, m.start()) + 1 if m else None
+        # Count newlines incrementally: counting from 0 for each table was O(n^2) and
+        # took 0.6 s of a warm sync at 10,000 entries.
+        self.papers: list[int] = []
+        line, pos = 1, 0
+        for m in _PAPER_HEADER.finditer(text):
+            line += text.count("\n", pos, m.start())
+            pos = m.start()
+            self.papers.append(line)
+        found = _SETTINGS_HEADER.search(text)
+        self.settings = text.count("\n", 0, found.start()) + 1 if found else None
 
     def paper(self, index: int) -> int | None:
         return self.papers[index] if index < len(self.papers) else None
+
+    def top(self, name: str) -> int | None:
+        """The line of a top-level `[name]`, `[[name]]`, `[name.x]` or `name = ...`."""
+        header = re.compile(
+            rf"^[ \t]*\[\[?[ \t]*[\"']?{re.escape(name)}[\"']?[ \t]*[\].]", re.MULTILINE
+        )
+        m = header.search(self.text)
+        if m is not None:
+            return self.text.count("\n", 0, m.start()) + 1
+        return self.key(1, name)
 
     def key(self, start: int | None, key: str) -> int | None:
         """First line at or after `start` that assigns `key`."""
         if start is None:
             return None
-        lines = self.text.splitlines()
+        lines = self.text.split("\n")  # as TOML counts lines (splitlines also splits on \f...)
         pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
         for number in range(start, len(lines) + 1):
             if number > start and lines[number - 1].lstrip().startswith("["):
@@ -147,6 +165,39 @@ def _suggest(word: str, options: tuple[str, ...] | list[str]) -> str:
     return f" (valid keys: {', '.join(options)})"
 
 
+_TOML_HINTS = {
+    "Cannot overwrite a value": "a key is set twice in one table",
+    "Cannot declare": "a table is declared twice",
+}
+
+
+def _syntax_error(message: str, text: str, path: Path) -> ManifestError:
+    """A TOML parse error as `file:line:column: TOML syntax error: ...`."""
+    m = re.search(r"\s*\(at line (\d+), column (\d+)\)", message)
+    if m is not None:
+        line, column = int(m.group(1)), int(m.group(2))
+    else:  # "(at end of document)": point just past the last character
+        rows = text.split("\n")
+        if len(rows) > 1 and rows[-1] == "":
+            rows.pop()
+        line, column = len(rows), len(rows[-1]) + 1
+    detail = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
+    # tomllib names tables as Python tuples: ('paper',) reads better as [paper]
+    detail = re.sub(
+        r"\(((?:'[^']*',? ?)+)\)",
+        lambda m: "[" + ".".join(re.findall(r"'([^']*)'", m.group(1))) + "]",
+        detail,
+    )
+    for needle, hint in _TOML_HINTS.items():
+        if detail.startswith(needle):
+            detail += f" ({hint})"
+    return ManifestError(f"TOML syntax error: {detail}", path, line, column)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
 # --- loading --------------------------------------------------------------------------
 
 
@@ -155,17 +206,25 @@ def read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        if path.name == DEFAULT_NAME and path.parent == Path.cwd():
+            where = f"no {DEFAULT_NAME} here"
+        elif path.name == DEFAULT_NAME:
+            where = f"no {DEFAULT_NAME} in {path.parent}"
+        else:
+            where = f"no manifest at {path}"
         raise ManifestError(
-            f"no {path.name} here: create one with `fetcher add` or `fetcher import`, "
-            "or pass -m PATH",
-            path,
+            f"{where}: create one with `fetcher add` or `fetcher import`, or pass -m PATH"
         ) from None
     except IsADirectoryError:
-        raise ManifestError("is a directory, expected a manifest.toml file", path) from None
+        raise ManifestError(
+            f"is a folder, expected a manifest file; pass -m {path / DEFAULT_NAME}", path
+        ) from None
     except OSError as exc:
-        raise ManifestError(f"cannot read: {exc.strerror}", path) from None
+        raise ManifestError(f"cannot read: {exc.strerror or exc}", path) from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ManifestError("is UTF-16 text; save it as UTF-8", path)
     if b"\x00" in raw:
-        raise ManifestError("is a binary file, expected TOML text", path)
+        raise ManifestError("is a binary file, expected TOML text (UTF-8)", path)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -185,19 +244,16 @@ def loads(text: str, path: str | Path = DEFAULT_NAME) -> Manifest:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        line = int(m.group(1)) if m else None
-        where = f"column {m.group(2)}: " if m else ""
-        detail = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg)
-        raise ManifestError(f"{where}TOML syntax error: {detail}", path, line) from None
+        raise _syntax_error(str(exc), text, path) from None
+    except RecursionError:
+        raise ManifestError("TOML syntax error: arrays or tables nested too deeply", path) from None
     lines = _Lines(text)
     for top in data:
         if top not in ("settings", "paper"):
             raise ManifestError(
                 f"unknown table or key {top!r}{_suggest(top, ['settings', 'paper'])}",
                 path,
-                lines.key(1, top),
+                lines.top(top),
             )
     settings = _settings(data.get("settings", {}), path, lines)
     papers = data.get("paper", [])
@@ -217,13 +273,15 @@ def loads(text: str, path: str | Path = DEFAULT_NAME) -> Manifest:
             )
         seen_keys[entry.key] = entry.line
         if entry.url is not None:
-            if entry.url in seen_urls:
+            same = _url_identity(entry.url)
+            if same in seen_urls:
                 raise ManifestError(
-                    f"the same URL twice (first at line {seen_urls[entry.url]}): {entry.url}",
+                    f"the same URL twice (first at line {seen_urls[same]}): {entry.url}; "
+                    "remove one of them",
                     path,
                     entry.line,
                 )
-            seen_urls[entry.url] = entry.line
+            seen_urls[same] = entry.line
         entries.append(entry)
     return Manifest(path=path, settings=settings, entries=tuple(entries))
 
@@ -252,16 +310,20 @@ def _settings(raw: Any, path: Path, lines: _Lines) -> Settings:
         elif not isinstance(value, str):
             raise fail(key, f"expected a string, found {value!r}")
         values[key] = value
-    for key in ("arxiv_api", "arxiv_pdf"):
-        _check_url(values[key], lambda msg, k=key: fail(k, msg))
-    if "{id}" not in values["arxiv_pdf"]:
-        raise fail("arxiv_pdf", "must contain {id}, e.g. https://export.arxiv.org/pdf/{id}")
+    _check_url(values["arxiv_api"], lambda msg: fail("arxiv_api", msg))
+    _check_pdf_template(values["arxiv_pdf"], lambda msg: fail("arxiv_pdf", msg))
     _check_template(values["filename"], lambda msg: fail("filename", msg))
+    contact = values["contact"]
+    if any(not 32 <= ord(c) < 127 for c in contact):
+        raise fail("contact", f"expected a plain ASCII e-mail address, found {contact!r}")
     if not values["library"].strip():
         raise fail("library", "must not be empty")
+    if _has_control(values["library"]):
+        raise fail("library", f"must not contain control characters, found {values['library']!r}")
     library = (path.parent / values["library"]).absolute()
-    if library.exists() and not library.is_dir():
-        raise fail("library", f"{library} exists and is not a folder")
+    problem = _library_problem(library)
+    if problem:
+        raise fail("library", problem)
     return Settings(
         library=library,
         arxiv_api=values["arxiv_api"],
@@ -274,29 +336,90 @@ def _settings(raw: Any, path: Path, lines: _Lines) -> Settings:
     )
 
 
-def _check_url(url: str, fail: Any) -> None:
+def _url_identity(url: str) -> str:
+    """What makes two URLs the same download: case of scheme and host, fragment ignored."""
     parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path or '/'}?{parts.query}"
+
+
+def _library_problem(library: Path) -> str | None:
+    """Why `library` cannot be (or become) the library folder, from what exists now."""
+    try:
+        for folder in (library, *library.parents):
+            if folder.is_symlink() and not folder.exists():
+                return f"{folder} is a broken symbolic link"
+            if folder.exists():
+                if folder.is_dir():
+                    return None
+                if folder == library:
+                    return f"{library} exists and is not a folder"
+                return f"{folder} is a file, so the folder {library} cannot be created"
+    except OSError as exc:  # e.g. a name too long for the file system
+        return f"cannot use this path as a folder: {exc.strerror or exc}"
+    return None
+
+
+def _check_url(url: str, fail: Any) -> None:
+    """An http(s) URL with a host, as httpx will accept it; no network is touched."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise fail(f"expected a URL without spaces or control characters, found {url!r}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise fail(f"expected a valid URL, found {url!r} ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise fail(f"expected an http or https URL, found {url!r}")
-    if not parts.netloc:
+    if not host:
         raise fail(f"expected a URL with a host, found {url!r}")
 
 
-def _check_template(template: str, fail: Any) -> None:
+def _check_pdf_template(template: str, fail: Any) -> None:
+    """`arxiv_pdf` is a URL with `{id}` and no other field (other braces are doubled)."""
+    example = "e.g. https://export.arxiv.org/pdf/{id}"
     try:
-        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
     except ValueError as exc:
-        raise fail(f"bad template {template!r}: {exc}") from None
-    for name in names:
+        raise fail(f"bad template {template!r}: {exc}; {example}") from None
+    if any(f != ("id", "", None) for f in fields):
+        raise fail(f"the only field allowed is {{id}}, found {template!r}; {example}")
+    if not fields:
+        raise fail(f"must contain {{id}}, {example}")
+    _check_url(template.format(id="1706.03762v7"), fail)
+
+
+def _check_template(template: str, fail: Any) -> None:
+    fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise fail(f"bad template {template!r}: {exc}; fields: {fields}") from None
+    names = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
         if name not in TEMPLATE_FIELDS:
             raise fail(
-                f"unknown field {{{name}}}{_suggest(name, TEMPLATE_FIELDS)}; "
-                f"fields: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
+                f"unknown field {{{name}}}{_suggest(name, TEMPLATE_FIELDS)}; fields: {fields}"
             )
-    if not names and not template.strip():
+        if spec or conversion:
+            raise fail(f"write {{{name}}} without a format spec or conversion, found {template!r}")
+        names.append(name)
+    if not template.strip():
         raise fail("must not be empty")
     if "/" in template or "\\" in template:
         raise fail("must not contain a path separator")
+    if _has_control(template):
+        raise fail(f"must not contain control characters, found {template!r}")
+    if not names:
+        raise fail(
+            f"{template!r} has no field, so every file would get the same name; use one of {fields}"
+        )
 
 
 def _entry(raw: Any, index: int, path: Path, lines: _Lines) -> Entry:
@@ -318,13 +441,15 @@ def _entry(raw: Any, index: int, path: Path, lines: _Lines) -> Entry:
         if key in raw and not raw[key].strip():
             raise fail(f"{key} must not be empty", key)
     tags = raw.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise fail('tags must be a list of strings, e.g. tags = ["nlp"]', "tags")
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+        raise fail(
+            f'tags must be a list of non-empty strings, e.g. tags = ["nlp"]; found {tags!r}', "tags"
+        )
 
     sha = raw.get("sha256")
     if sha is not None:
         sha = sha.strip().lower()
-        if not _SHA_RE.match(sha):
+        if not _SHA_RE.fullmatch(sha):
             raise fail(f"sha256 must be 64 hex digits, found {raw['sha256']!r}", "sha256")
     fmt = raw.get("format", "pdf")
     if fmt not in FORMATS:
@@ -384,11 +509,15 @@ _RESERVED = {
 
 def check_name(name: str, fail: Any) -> None:
     """A name becomes a file stem, so it must be one plain path component."""
+    if name in (".", ".."):
+        raise fail(f"name {name!r} is not a file name; use letters, digits, '.', '_' and '-'")
     if "/" in name or "\\" in name:
-        raise fail(f"name {name!r} must not contain a path separator")
+        raise fail(
+            f"name {name!r} must not contain a path separator (it is a file stem, not a path)"
+        )
     if name.startswith("."):
         raise fail(f"name {name!r} must not start with a dot")
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise fail(f"name {name!r} may only use letters, digits, '.', '_' and '-'")
     if name.split(".")[0].lower() in _RESERVED:
         raise fail(f"name {name!r} is reserved on Windows; pick another")

@@ -28,10 +28,17 @@ from .errors import (
     LibraryBusy,
     LockedError,
     NotFound,
-    StorageError,
     UsageError,
 )
-from .library import Library, LockRecord, atomic_write_json, read_lock, render_stem, write_lock
+from .library import (
+    Library,
+    LockRecord,
+    Names,
+    atomic_write_json,
+    read_lock,
+    render_stem,
+    write_lock,
+)
 from .manifest import Entry, Manifest
 
 if TYPE_CHECKING:
@@ -80,10 +87,12 @@ class Report:
     requests: int = 0
     warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
+    errors: list[str] = field(default_factory=list)  # not tied to one entry (--locked)
+    pruned: list[str] = field(default_factory=list)  # library files --prune deleted
 
     @property
     def ok(self) -> bool:
-        return all(e.status != "failed" for e in self.entries)
+        return not self.errors and all(e.status != "failed" for e in self.entries)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -100,6 +109,10 @@ class Report:
         }
         if self.warnings:
             data["warnings"] = list(self.warnings)
+        if self.errors:
+            data["errors"] = list(self.errors)
+        if self.pruned:
+            data["pruned"] = list(self.pruned)
         if self.dry_run:
             data["dry_run"] = True
         return data
@@ -229,7 +242,7 @@ def plan_entry(
         return Plan(entry, "fetch", "missing", record, record.file, version)
     if current != (record.sha256, record.size):
         return Plan(entry, "fetch", "damaged", record, record.file, version)
-    if upgrade and version is None:
+    if upgrade and version is None and entry.kind == "arxiv":
         return Plan(entry, "fetch", "upgrade check", record, record.file, None)
     if not library.sidecar_path(record.file).exists():
         return Plan(entry, "meta", "sidecar missing", record, record.file, record.version)
@@ -274,10 +287,18 @@ def _select(manifest: Manifest, keys: Sequence[str]) -> list[Entry]:
 class _LockBook:
     """The lock records of a run, written atomically and not too often."""
 
-    def __init__(self, path: Path, records: dict[str, LockRecord], clock: Callable[[], float]):
+    def __init__(
+        self,
+        path: Path,
+        records: dict[str, LockRecord],
+        clock: Callable[[], float],
+        *,
+        frozen: bool = False,
+    ):
         self.path = path
         self.records = dict(records)
         self.original = dict(records)
+        self.frozen = frozen  # --locked: the lock file is never written
         self._lock = threading.Lock()
         self._clock = clock
         self._last_write = 0.0
@@ -286,7 +307,7 @@ class _LockBook:
         with self._lock:
             self.records[key] = record
             now = self._clock()
-            if now - self._last_write >= 1.0:
+            if not self.frozen and now - self._last_write >= 1.0:
                 write_lock(self.path, self.records)
                 self._last_write = now
 
@@ -303,6 +324,8 @@ class _LockBook:
 
     def flush(self) -> None:
         with self._lock:
+            if self.frozen:
+                return
             if self.changed or not self.path.exists():
                 write_lock(self.path, self.records)
 
@@ -326,18 +349,28 @@ class Syncer:
         self.options = options or Options()
         self.progress = progress or (lambda event: None)
         self.library = Library(manifest.library)
+        # the library folder as reports show it; computed once (relpath per entry was
+        # a fifth of a warm sync at 10,000 entries)
+        self._shown_root = _relpath(self.library.root, manifest.path.parent)
         self.cancel = cancel or threading.Event()
         self._clock = clock
         self._policy = policy
         self._transport = transport
         self._report_lock = threading.Lock()
         self.reports: dict[str, EntryReport] = {}
+        self.names = Names(self.library)
 
     # the public entry point
 
     def run(self) -> Report:
+        if self.options.locked and self.options.upgrade:
+            raise UsageError(
+                "--upgrade changes manifest.lock and --locked forbids that; run "
+                "`fetcher sync --upgrade` on its own and commit the lock"
+            )
         if self.options.dry_run:
             return self._dry_run()
+        _select(self.manifest, self.options.keys)  # an unknown key: exit 2 before any write
         self.library.ensure()
         from filelock import FileLock, Timeout
 
@@ -365,7 +398,7 @@ class Syncer:
 
     def _dry_run(self) -> Report:
         lock = read_lock(self.manifest.lock_path)
-        plans = make_plan(self.manifest, lock, self.library, self.options)
+        plans = self._assign_names(make_plan(self.manifest, lock, self.library, self.options), lock)
         report = Report([], dry_run=True)
         for plan in plans:
             status: Status = "skipped" if plan.action == "skip" else "would-download"
@@ -379,16 +412,73 @@ class Syncer:
                     reason=plan.reason,
                 )
             )
+        if self.options.prune:
+            from .status import orphans
+
+            for orphan in orphans(self.library, (e.key for e in self.manifest.entries), lock):
+                report.pruned.extend(self._display(name) for name in orphan.files)
         return report
 
+    def _claim(self, entry: Entry, file: str) -> str:
+        from .ids import stem_of
+
+        return self.names.claim(entry.key, stem_of(entry.key), file)
+
+    def _assign_names(self, plans: list[Plan], lock: dict[str, LockRecord]) -> list[Plan]:
+        """Give every planned file a stem no other entry holds (see `library.Names`).
+
+        Files the lock or a sidecar already gives to an entry keep their names, first in
+        manifest order; then new names are claimed in manifest order. Names that need
+        arXiv metadata are claimed later, by the (sequential) arXiv lane.
+        """
+        planned = {p.entry.key: p for p in plans}
+        shared: set[str] = set()
+        for entry in self.manifest.entries:
+            plan = planned.get(entry.key)
+            record = plan.record if plan is not None and plan.record else lock.get(entry.key)
+            if (
+                record is not None
+                and record.kind == entry.kind
+                and not self.names.hold(entry.key, record.file)
+            ):
+                shared.add(entry.key)
+        out = []
+        for plan in plans:
+            entry = plan.entry
+            if entry.key in shared and plan.record is not None:
+                # two lock lines name one file: this entry gets a file of its own
+                plan = Plan(
+                    entry, "fetch", "file shared with another entry", None, None, plan.version
+                )
+            if plan.file is None and entry.kind == "url" and plan.action != "skip":
+                plan = replace(plan, file=default_file(entry, self.settings.filename))
+            if plan.record is None and plan.file is not None:
+                file = self._claim(entry, plan.file)
+                recovered = None
+                if plan.reason != "url changed":  # else the sidecar describes the old URL
+                    recovered = _record_from_sidecar(self.library, entry, file)
+                if recovered is not None:  # the lock was lost; the sidecar knows the file
+                    plan = plan_entry(
+                        entry,
+                        recovered,
+                        self.library,
+                        self.settings.filename,
+                        upgrade=self.options.upgrade,
+                    )
+                else:
+                    plan = replace(plan, file=file)
+            out.append(plan)
+        return out
+
     def _display(self, file: str) -> str:
-        return _relpath(self.library.root / file, self.manifest.path.parent)
+        return file if self._shown_root == "." else os.path.join(self._shown_root, file)
 
     def _run_locked(self) -> Report:
+        self._clean_stale()
         lock = read_lock(self.manifest.lock_path)
-        plans = make_plan(self.manifest, lock, self.library, self.options)
+        plans = self._assign_names(make_plan(self.manifest, lock, self.library, self.options), lock)
         wall = self._clock.time if self._clock else time.time
-        book = _LockBook(self.manifest.lock_path, lock, wall)
+        book = _LockBook(self.manifest.lock_path, lock, wall, frozen=self.options.locked)
         warnings: list[str] = []
         if self.settings.arxiv_interval < ARXIV_SAFE_INTERVAL and any(
             p.entry.kind == "arxiv" and p.action != "skip" for p in plans
@@ -412,30 +502,62 @@ class Syncer:
                     continue
                 book.records[plan.entry.key] = plan.record
             self._finish(plan, self._skipped(plan))
-        if not self.options.keys and not self.options.locked:
-            book.drop_missing(e.key for e in self.manifest.entries)
+        errors: list[str] = []
         if self.options.locked:
             todo = self._refuse_unlocked(todo, lock)
+            errors = self._lock_only_errors(lock)
+        else:  # entries removed from the manifest leave the lock (their files stay)
+            book.drop_missing(e.key for e in self.manifest.entries)
         requests = 0
         if todo:
             requests = self._fetch_all(todo, book)
-        if not self.options.locked:
-            book.flush()
+        book.flush()
         self.library.save_cache()
-        if self.options.prune and not self.options.keys:
-            warnings.extend(self._prune(book))
+        pruned: list[str] = []
+        if self.options.prune and not errors:
+            pruned = self._prune(book, errors)
+        from .catalog import refresh
+
+        trouble = refresh(self.manifest, book.records, changed=bool(todo) or book.changed)
+        if trouble:
+            warnings.append(trouble)
+            self.progress(Event("warning", message=trouble))
         ordered = [self.reports[p.entry.key] for p in plans]
-        return Report(ordered, requests=requests, warnings=warnings)
+        return Report(
+            ordered, requests=requests, warnings=warnings, errors=errors, pruned=pruned
+        )
+
+    # the only changes --locked allows: bring back the exact locked bytes or sidecar
+    LOCKED_REPAIRS = ("missing", "damaged", "sidecar missing")
 
     def _refuse_unlocked(self, todo: list[Plan], lock: dict[str, LockRecord]) -> list[Plan]:
-        """Under --locked an entry the lock does not describe cannot be fetched."""
+        """Under --locked only repairs to the locked state may run; the rest fail."""
         keep = []
         for plan in todo:
-            if plan.record is None or (plan.version is None and plan.entry.kind == "arxiv"):
+            locked = lock.get(plan.entry.key)
+            if (
+                locked is None
+                or plan.record != locked
+                or plan.reason not in self.LOCKED_REPAIRS
+                or (plan.version is None and plan.entry.kind == "arxiv")
+            ):
                 self._finish(plan, self._failed(plan, self._not_locked(plan)))
             else:
                 keep.append(plan)
         return keep
+
+    def _lock_only_errors(self, lock: dict[str, LockRecord]) -> list[str]:
+        """--locked: keys the lock has and the manifest lacks make the run fail."""
+        keys = {e.key for e in self.manifest.entries}
+        extra = sorted(k for k in lock if k not in keys)
+        if not extra:
+            return []
+        return [
+            f"{self.manifest.lock_path.name} has {len(extra)} "
+            f"entr{'y' if len(extra) == 1 else 'ies'} not in the manifest "
+            f"({', '.join(extra[:5])}{' …' if len(extra) > 5 else ''}); --locked forbids "
+            "removing them. Run `fetcher sync` without --locked and commit the lock"
+        ]
 
     def _not_locked(self, plan: Plan) -> LockedError:
         return LockedError(
@@ -444,22 +566,29 @@ class Syncer:
             "--locked and commit the lock"
         )
 
-    def _prune(self, book: _LockBook) -> list[str]:
-        keep: set[str] = set()
-        for record in book.records.values():
-            keep.add(record.file)
-            keep.add(Path(record.file).stem + ".json")
-        keep.update({"index.md", "index.html"})
+    def _prune(self, book: _LockBook, errors: list[str]) -> list[str]:
+        """Delete what fetcher stored for entries no longer in the manifest; say which.
+
+        Only files the lock or a sidecar ties to a removed entry go; a file the user put
+        in the library is never touched (`status.orphans`).
+        """
+        from .status import orphans
+
+        known = dict(book.original)
+        known.update(book.records)
         removed = []
-        for name in self.library.files():
-            if name not in keep:
-                with contextlib.suppress(OSError):
+        for orphan in orphans(self.library, (e.key for e in self.manifest.entries), known):
+            for name in orphan.files:
+                try:
                     (self.library.root / name).unlink()
-                    self.library.forget(name)
-                    removed.append(f"pruned {self._display(name)} (not in the manifest)")
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    errors.append(f"cannot prune {self._display(name)}: {exc.strerror or exc}")
+                    continue
+                self.library.forget(name)
+                removed.append(self._display(name))
         self.library.save_cache()
-        for message in removed:
-            self.progress(Event("warning", message=message))
         return removed
 
     # reports
@@ -513,23 +642,47 @@ class Syncer:
                     pool.submit(self._guard, p, self._fetch_url, p, http, downloader, book)
                     for p in url_todo
                 ]
-                self._wait(futures)
+                self._wait(futures, http)
+        except Cancelled:
+            book.flush()  # what was committed before the stop is in the lock too
+            raise
         finally:
             self.library.save_cache()
         return http.request_count
 
-    def _wait(self, futures: list[Any]) -> None:
-        """Wait for the lanes; Ctrl-C sets the cancel flag so workers stop at the next step."""
+    def _clean_stale(self) -> None:
+        """Leftovers of dead runs (we hold the sync lock): see `download.clean_partials`."""
+        from .download import clean_partials
+
+        lock_path = self.manifest.lock_path
+        clean_partials(
+            self.library.partial_dir,
+            [e.key for e in self.manifest.entries],
+            time.time(),  # file times are wall-clock times, whatever clock the run uses
+            temps=[
+                (self.library.root, ""),
+                (self.library.state, ""),
+                (lock_path.parent, lock_path.name),
+            ],
+        )
+
+    def _wait(self, futures: list[Any], http: Http) -> None:
+        """Wait for the lanes; Ctrl-C (or `cancel` set by a caller) stops the workers:
+        sleeps end at once and reads blocked on a socket are cut (`Http.abort`)."""
+        from concurrent.futures import TimeoutError as FutureTimeout  # not builtin on 3.10
+
         try:
             for future in futures:
                 while True:
                     try:
                         future.result(timeout=0.2)
                         break
-                    except TimeoutError:
-                        continue
+                    except FutureTimeout:
+                        if self.cancel.is_set():
+                            http.abort()
         except KeyboardInterrupt:
             self.cancel.set()
+            http.abort()
             for future in futures:
                 with contextlib.suppress(Exception):
                     future.result()
@@ -552,8 +705,11 @@ class Syncer:
             report = self._failed(plan, exc)
         except FetcherError as exc:
             report = self._failed(plan, exc)
-        except OSError as exc:  # a disk problem outside the download itself
-            report = self._failed(plan, StorageError(f"{exc.strerror or exc}"))
+        except OSError as exc:  # a disk problem outside the download (sidecar, lock file)
+            from .download import storage_error
+
+            where = Path(exc.filename) if exc.filename else self.library.root
+            report = self._failed(plan, storage_error(exc, where))
         self._finish(plan, report)
 
     def _arxiv_lane(
@@ -586,7 +742,8 @@ class Syncer:
         """The API is asked only when the lock and the sidecar cannot say what to fetch."""
         if plan.version is None or plan.action == "meta" or plan.file is None:
             return True
-        return self.library.read_sidecar(plan.file) is None
+        sidecar = self.library.read_sidecar(plan.file)
+        return sidecar is None or sidecar.get("version") != plan.version or "id" not in sidecar
 
     @staticmethod
     def _api_key(plan: Plan) -> str:
@@ -645,8 +802,8 @@ class Syncer:
         ):
             return self._skipped(replace(plan, record=record))
         file = plan.file if plan.file and plan.version == meta.version else None
-        if file is None:
-            file = default_file(entry, self.settings.filename, meta)
+        if file is None:  # claimed here, in manifest order: the arXiv lane is sequential
+            file = self._claim(entry, default_file(entry, self.settings.filename, meta))
         if plan.action == "meta" and record is not None:
             self._write_sidecar(entry, file, record, meta.to_json(), None)
             report = self._skipped(plan)
@@ -660,7 +817,7 @@ class Syncer:
     ) -> EntryReport:
         entry = plan.entry
         assert entry.url is not None
-        file = plan.file or default_file(entry, self.settings.filename)
+        file = plan.file or self._claim(entry, default_file(entry, self.settings.filename))
         extra: dict[str, Any] = {"url": entry.url}
         if entry.title:
             extra["title"] = entry.title
@@ -687,6 +844,9 @@ class Syncer:
         def progress(received: int, expected: int | None) -> None:
             self.progress(Event("bytes", key=entry.key, received=received, expected=expected))
 
+        # one deadline for the entry: every attempt, backoff and body read fits in it
+        deadline = http.clock.time() + http.policy.entry_deadline
+
         def attempt() -> Fetched:
             return downloader.fetch(
                 url,
@@ -695,10 +855,16 @@ class Syncer:
                 max_size=self.settings.max_size,
                 pin=entry.sha256,
                 progress=progress,
+                key=entry.key,
+                deadline=deadline,
             )
 
         fetched = retrying(
-            attempt, policy=http.policy, clock=http.clock, on_retry=self._on_retry(entry.key)
+            attempt,
+            policy=http.policy,
+            clock=http.clock,
+            on_retry=self._on_retry(entry.key),
+            deadline=deadline,
         )
         warnings: list[str] = []
         old = plan.record
@@ -716,9 +882,17 @@ class Syncer:
                 f"(locked {old.sha256[:12]}…); accepted and the lock updated"
             )
             self.progress(Event("warning", key=entry.key, message=f"{entry.key}: {warnings[-1]}"))
-        if old is not None and old.file != file and self.options.locked:
+        if self.options.locked and (
+            old is None
+            or (old.file, old.sha256, old.size, old.version)
+            != (file, fetched.sha256, fetched.size, version)
+        ):
             downloader.discard(partial_name)
-            raise LockedError(f"{entry.key}: the file name changed; --locked forbids it")
+            raise LockedError(
+                f"{entry.key}: the download ({file}, {fetched.size:,} bytes) does not match "
+                f"{self.manifest.lock_path.name}; --locked forbids the change. Sync without "
+                "--locked to accept it"
+            )
         commit(fetched, dest)
         record = LockRecord(
             kind=entry.kind,
@@ -734,7 +908,8 @@ class Syncer:
             # an upgrade or a renamed template: the old file goes once the new one is in
             with contextlib.suppress(OSError):
                 self.library.path_of(old.file).unlink()
-                self.library.sidecar_path(old.file).unlink()
+                if Path(old.file).stem != Path(file).stem:  # else it is the new sidecar
+                    self.library.sidecar_path(old.file).unlink()
                 self.library.forget(old.file)
         book.set(entry.key, record)
         return EntryReport(

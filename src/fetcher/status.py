@@ -1,0 +1,355 @@
+"""`fetcher status`: what the library holds, entry by entry, from local state alone.
+
+The state of an entry is read from `manifest.lock`, the files and the stat cache (so a
+status of a large library costs no hashing unless a file changed). Nothing is written.
+Only `--check-updates` goes to the network: one batched arXiv API request (per 100
+papers) that says which papers have a newer version than the one in the library.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import Cancelled, FetcherError
+from .library import Library, LockRecord, read_lock
+from .manifest import Entry, Manifest
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .http import Clock, Policy
+
+State = Literal["present", "missing", "damaged", "never synced", "not in manifest"]
+STATES: tuple[State, ...] = ("present", "missing", "damaged", "never synced", "not in manifest")
+
+
+@dataclass(frozen=True)
+class EntryStatus:
+    """One line of `fetcher status`."""
+
+    key: str
+    kind: str
+    state: State
+    file: str | None = None
+    version: int | None = None
+    pinned: bool = False
+    size: int | None = None
+    newer: int | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "state": self.state,
+            "file": self.file,
+            "version": self.version,
+            "pinned": self.pinned,
+            "size": self.size,
+            "newer": self.newer,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class StatusReport:
+    """Every entry's state, the lock's disagreements with the manifest, and updates."""
+
+    entries: list[EntryStatus]
+    not_in_lock: list[str] = field(default_factory=list)  # manifest keys the lock lacks
+    lock_only: list[str] = field(default_factory=list)  # lock keys the manifest lacks
+    lock_exists: bool = True
+    checked_updates: bool = False
+    update_error: str | None = None
+    requests: int = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        for e in self.entries:
+            counts[e.state] += 1
+        return counts
+
+    @property
+    def newer(self) -> list[EntryStatus]:
+        return [e for e in self.entries if e.newer is not None]
+
+    @property
+    def lock_agrees(self) -> bool:
+        return not self.not_in_lock and not self.lock_only
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "entries": [e.to_json() for e in self.entries],
+            "counts": self.counts,
+            "lock": {
+                "exists": self.lock_exists,
+                "agrees": self.lock_agrees,
+                "not_in_lock": list(self.not_in_lock),
+                "not_in_manifest": list(self.lock_only),
+            },
+        }
+        if self.checked_updates:
+            data["updates"] = {
+                "checked": self.update_error is None,
+                "requests": self.requests,
+                "newer": {e.key: e.newer for e in self.newer},
+                "error": self.update_error,
+            }
+        return data
+
+
+# --- files no entry of the manifest owns ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """Files fetcher stored for an entry that is no longer in the manifest."""
+
+    key: str
+    kind: str
+    files: tuple[str, ...]  # the paper and/or its sidecar, as present on disk
+    version: int | None = None
+    size: int | None = None
+
+
+def _present(library: Library, name: str) -> bool:
+    try:
+        return library.is_safe_file(name)
+    except FetcherError:  # an unsafe name in a sidecar or lock: never ours to touch
+        return False
+
+
+def orphans(
+    library: Library, manifest_keys: Iterable[str], lock: dict[str, LockRecord]
+) -> list[Orphan]:
+    """Files of entries that left the manifest, found through the lock or their sidecars.
+
+    Only what fetcher itself stored counts: a lock record's file, or a paper named by a
+    sidecar (`key` and `file` fields) beside it. A file the user put in the library is
+    never an orphan, so `sync --prune` cannot delete it.
+    """
+    keys = set(manifest_keys)
+    owned: set[str] = set()
+    for key, record in lock.items():
+        if key in keys:
+            owned.update((record.file, Path(record.file).stem + ".json"))
+    found: dict[str, dict[str, Any]] = {}
+
+    def add(key: str, kind: str, names: Iterable[str], version: Any, size: Any) -> None:
+        item = found.setdefault(key, {"kind": kind, "files": set(), "version": None, "size": None})
+        item["files"].update(n for n in names if n not in owned and _present(library, n))
+        if item["version"] is None and isinstance(version, int):
+            item["version"] = version
+        if item["size"] is None and isinstance(size, int):
+            item["size"] = size
+
+    for key, record in lock.items():
+        if key not in keys:
+            add(
+                key,
+                record.kind,
+                (record.file, Path(record.file).stem + ".json"),
+                record.version,
+                record.size,
+            )
+    for name in library.files():
+        if not name.endswith(".json") or name in owned:
+            continue
+        try:
+            data = json.loads((library.root / name).read_bytes())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        owner, file = data.get("key"), data.get("file")
+        if not isinstance(owner, str) or not isinstance(file, str):
+            continue
+        if Path(file).stem + ".json" != name or owner in keys:
+            continue
+        add(owner, str(data.get("kind", "?")), (file, name), data.get("version"), data.get("size"))
+    result = []
+    for key in sorted(found):
+        item = found[key]
+        if item["files"]:
+            result.append(
+                Orphan(
+                    key, item["kind"], tuple(sorted(item["files"])), item["version"], item["size"]
+                )
+            )
+    return result
+
+
+# --- the computation -------------------------------------------------------------------------
+
+
+def _entry_status(
+    entry: Entry, record: LockRecord | None, library: Library, template: str
+) -> EntryStatus:
+    from .sync import _record_from_sidecar, _template_needs_meta, default_file
+
+    pinned_version = entry.arxiv.version if entry.arxiv else None
+    pinned = pinned_version is not None
+    notes: list[str] = []
+    if record is not None and record.kind != entry.kind:
+        record = None
+    if record is None and not _template_needs_meta(template):
+        record = _record_from_sidecar(library, entry, default_file(entry, template))
+        if record is not None:
+            notes.append("not in manifest.lock; `fetcher sync` adds it from the sidecar")
+    if record is None:
+        return EntryStatus(
+            entry.key, entry.kind, "never synced", version=pinned_version, pinned=pinned
+        )
+    if pinned_version is not None and record.version != pinned_version:
+        notes.append(f"the manifest pins v{pinned_version}; `fetcher sync` fetches it")
+    if entry.kind == "url" and record.url != entry.url:
+        notes.append("the manifest's url changed; `fetcher sync` fetches it again")
+    if entry.sha256 and entry.sha256 != record.sha256:
+        notes.append("the manifest's sha256 pin differs from the lock; `fetcher sync` refetches")
+    state: State
+    try:
+        current = library.current_hash(record.file)
+    except (FetcherError, OSError) as exc:
+        current = None
+        notes.append(str(exc))
+    if current is None:
+        state = "missing"
+    elif current != (record.sha256, record.size):
+        state = "damaged"
+        notes.append(f"{current[1]:,} bytes on disk, sha256 {current[0][:12]}…")
+    else:
+        state = "present"
+        if not library.sidecar_path(record.file).exists():
+            notes.append("metadata sidecar missing; `fetcher sync` rewrites it")
+    return EntryStatus(
+        entry.key,
+        entry.kind,
+        state,
+        record.file,
+        record.version,
+        pinned,
+        record.size,
+        notes=tuple(notes),
+    )
+
+
+def compute(manifest: Manifest, lock: dict[str, LockRecord] | None = None) -> StatusReport:
+    """The status of every entry, from local state only (no network, nothing written)."""
+    library = Library(manifest.library)
+    if lock is None:
+        lock = read_lock(manifest.lock_path)
+    template = manifest.settings.filename
+    keys = [e.key for e in manifest.entries]
+    entries = [_entry_status(e, lock.get(e.key), library, template) for e in manifest.entries]
+    for orphan in orphans(library, keys, lock):
+        paper = next((f for f in orphan.files if not f.endswith(".json")), orphan.files[0])
+        entries.append(
+            EntryStatus(
+                orphan.key,
+                orphan.kind,
+                "not in manifest",
+                paper,
+                orphan.version,
+                size=orphan.size,
+                notes=("kept; `fetcher sync --prune` deletes it",),
+            )
+        )
+    return StatusReport(
+        entries,
+        not_in_lock=[k for k in keys if k not in lock],
+        lock_only=sorted(set(lock) - set(keys)),  # set(keys) once: O(n), not O(n^2)
+        lock_exists=manifest.lock_path.exists(),
+    )
+
+
+def latest_versions(
+    manifest: Manifest,
+    bases: Iterable[str],
+    *,
+    transport: httpx.BaseTransport | None = None,
+    clock: Clock | None = None,
+    policy: Policy | None = None,
+) -> tuple[dict[str, int], int]:
+    """The latest arXiv version of each id, in one API request per 100 ids.
+
+    Returns the versions by id and the number of requests made. The request passes the
+    same politeness gate as a sync, shared with any sync running on the library.
+    """
+    from .arxiv_api import fetch_metadata
+    from .http import Http, retrying
+    from .ids import parse
+
+    wanted = [parse(b) for b in sorted(set(bases))]
+    if not wanted:
+        return {}, 0
+    settings = manifest.settings
+    state = Library(manifest.library).state
+    http = Http(
+        arxiv_hosts=settings.arxiv_hosts,
+        arxiv_interval=settings.arxiv_interval,
+        host_interval=settings.host_interval,
+        contact=settings.contact,
+        state_dir=state if state.is_dir() else None,
+        clock=clock,
+        policy=policy,
+        transport=transport,
+    )
+    with http:
+        metas = retrying(
+            lambda: fetch_metadata(http, settings.arxiv_api, wanted),
+            policy=http.policy,
+            clock=http.clock,
+        )
+        return {key: meta.version for key, meta in metas.items()}, http.request_count
+
+
+def status(
+    manifest: Manifest,
+    *,
+    check_updates: bool = False,
+    transport: httpx.BaseTransport | None = None,
+    clock: Clock | None = None,
+    policy: Policy | None = None,
+) -> StatusReport:
+    """The same as `fetcher status`; with `check_updates`, ask arXiv for newer versions.
+
+    A failed update check does not raise: the local status is still worth having, so
+    the error is kept in `update_error`.
+    """
+    report = compute(manifest)
+    if not check_updates:
+        return report
+    report.checked_updates = True
+    by_key = manifest.by_key()
+    bases = [e.arxiv.base for e in manifest.entries if e.arxiv is not None]
+    try:
+        latest, report.requests = latest_versions(
+            manifest, bases, transport=transport, clock=clock, policy=policy
+        )
+    except Cancelled:
+        raise
+    except FetcherError as exc:
+        report.update_error = str(exc)
+        return report
+    updated = []
+    for item in report.entries:
+        entry = by_key.get(item.key)
+        newest = latest.get(item.key)
+        if (
+            entry is not None
+            and newest is not None
+            and item.version is not None
+            and newest > item.version
+        ):
+            notes = item.notes
+            if entry.arxiv is not None and entry.arxiv.version is not None:
+                notes += (f"pinned to v{entry.arxiv.version}; `sync --upgrade` keeps the pin",)
+            item = replace(item, newer=newest, notes=notes)
+        updated.append(item)
+    report.entries = updated
+    return report
