@@ -125,7 +125,9 @@ def test_a_206_starting_elsewhere_is_never_spliced(lib: Lib) -> None:
     lib.write()
     lib.fake.fault(path, Fault.cut_after(30_000))
     lib.fake.fault(path, Fault.wrong_content_range(1000))
-    ok(lib.sync())
+    result = lib.sync("-v")
+    ok(result)
+    assert "answered the resume request with another range ('bytes 1000-99999" in result.stderr
     log = requests_to(lib.fake, path)
     assert [(r.headers.get("range"), r.status) for r in log] == [
         (None, 200), ("bytes=30000-", 206), (None, 200)
