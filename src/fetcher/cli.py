@@ -461,7 +461,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     from .status import status
 
     manifest = load(_manifest_path(args))
-    report = status(manifest, check_updates=args.check_updates)
+    report = status(manifest, check_updates=args.check_updates, policy=env_policy())
     if out.json_mode:
         out.json(report.to_json())
         if report.update_error:

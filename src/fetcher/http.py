@@ -3,7 +3,8 @@
 All traffic goes through `Http`: one `httpx.Client` (keep-alive), redirects followed by
 hand so that every hop passes the gate of its host, httpx errors turned into fetcher
 errors. arXiv's gate lets one request through at a time, `arxiv_interval` apart, across
-every process that uses the same library (a lock file holding the last start time).
+every process that uses the same library (a lock file holding the time the next start
+is spaced from).
 """
 
 from __future__ import annotations
@@ -560,7 +561,10 @@ def describe_transport_error(exc: httpx.HTTPError | httpx.InvalidURL, url: str) 
         # httpx parses Location even when we follow redirects by hand
         return Unreachable(f"{url} redirects to an invalid URL ({exc})")
     if isinstance(exc, httpx.ConnectError) and _no_such_host(exc):
-        return Unreachable(f"cannot resolve host {host}: no such host (DNS); check the URL")
+        return Unreachable(
+            f"cannot resolve host {host}: no such host (DNS); check the URL and that this "
+            "machine is online"
+        )
     if isinstance(exc, httpx.TimeoutException):
         return TransientError(f"timed out talking to {host} ({url})")
     if isinstance(exc, httpx.ConnectError):

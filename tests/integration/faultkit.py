@@ -103,7 +103,11 @@ class Lib:
 
     def sync(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Result:
         return run_fetcher(
-            "sync", "-m", str(self.manifest), *args, env={**FAST_ENV, **(env or {})},
+            "sync",
+            "-m",
+            str(self.manifest),
+            *args,
+            env={**FAST_ENV, **(env or {})},
             timeout=timeout,
         )
 

@@ -9,6 +9,7 @@ under a final name) and, from the server's request log, what fetcher asked for (
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -76,7 +77,11 @@ def test_fake_server_reset_rebuild_and_if_range_switches(fake: FakeServer) -> No
         spliced = client.get(f"{fake.url}/web/h/x.pdf", headers=stale)
         assert spliced.status_code == 206 and spliced.content == new[10:]
     assert [r.fault for r in fake.requests] == [
-        "reset", "cut_then_rebuild", None, None, "ignore_if_range"
+        "reset",
+        "cut_then_rebuild",
+        None,
+        None,
+        "ignore_if_range",
     ]
 
 
@@ -114,9 +119,7 @@ def test_a_200_answer_to_a_range_request_restarts_from_zero(lib: Lib) -> None:
     lib.fake.fault(path, Fault.ignore_range())
     ok(lib.sync())
     log = requests_to(lib.fake, path)
-    assert [(r.headers.get("range"), r.status) for r in log] == [
-        (None, 200), ("bytes=30000-", 200)
-    ]
+    assert [(r.headers.get("range"), r.status) for r in log] == [(None, 200), ("bytes=30000-", 200)]
     assert lib.stored("2101.00001") == lib.expected("2101.00001")  # not 30 kB + 100 kB
 
 
@@ -130,7 +133,9 @@ def test_a_206_starting_elsewhere_is_never_spliced(lib: Lib) -> None:
     assert "answered the resume request with another range ('bytes 1000-99999" in result.stderr
     log = requests_to(lib.fake, path)
     assert [(r.headers.get("range"), r.status) for r in log] == [
-        (None, 200), ("bytes=30000-", 206), (None, 200)
+        (None, 200),
+        ("bytes=30000-", 206),
+        (None, 200),
     ]
     assert lib.stored("2101.00001") == lib.expected("2101.00001")
 
@@ -157,7 +162,9 @@ def test_a_cache_that_ignores_if_range_cannot_splice_two_versions(lib: Lib) -> N
     ok(lib.sync())
     log = requests_to(lib.fake, path)
     assert [(r.headers.get("range"), r.status) for r in log] == [
-        (None, 200), ("bytes=30000-", 206), (None, 200)
+        (None, 200),
+        ("bytes=30000-", 206),
+        (None, 200),
     ]
     assert lib.stored("2101.00001") == rebuilt
 
@@ -176,7 +183,7 @@ def test_5xx_and_429_are_retried_with_backoff(lib: Lib) -> None:
         log = requests_to(lib.fake, lib.web[f"e{code}"][0])
         assert [r.status for r in log] == [code, code, 200]
         # backoff: at least half the initial backoff (0.05 s) between the answer and the retry
-        assert all(b.start - a.end >= 0.025 for a, b in zip(log, log[1:]))  # type: ignore[operator]
+        assert all(b.start - a.end >= 0.025 for a, b in itertools.pairwise(log))  # type: ignore[operator]
         assert lib.stored(f"e{code}") == lib.expected(f"e{code}")
 
 
@@ -267,6 +274,7 @@ def test_the_per_file_deadline_stops_a_slow_body_and_the_next_run_resumes(lib: L
     assert lib.stored("2101.00001") is None
     assert "2101.00001.pdf.part" in lib.partials()
     assert lib.stored("other") == lib.expected("other")
+    assert len(requests_to(lib.fake, other)) == 1
     kept = (lib.partial_dir / "2101.00001.pdf.part").stat().st_size
     lib.fake.clear_faults()
     lib.fake.reset_log()
@@ -386,7 +394,11 @@ def run_patched(lib: Lib, mode: str, target: str) -> Result:
     env.update(FAULT_MODE=mode, FAULT_TARGET=target)
     proc = subprocess.run(
         [sys.executable, "-c", WRAPPER, "sync", "-m", str(lib.manifest)],
-        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -427,7 +439,9 @@ def tiny_tmpfs(where: Path, size: str) -> Iterator[Path]:
         capture_output=True,
     )
     if mounted.returncode != 0:
-        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN); the patched-write test covers ENOSPC")
+        pytest.skip(
+            "mounting a tmpfs needs root (CAP_SYS_ADMIN); the patched-write test covers ENOSPC"
+        )
     try:
         yield where
     finally:
@@ -460,7 +474,9 @@ def test_a_really_full_disk_on_a_tiny_tmpfs(tmp_path: Path, fake: FakeServer) ->
 # --- stale partials of dead processes ------------------------------------------------------
 
 
-def _leave(lib: Lib, name: str, data: bytes, note: dict[str, object] | None, age: float = 0) -> Path:
+def _leave(
+    lib: Lib, name: str, data: bytes, note: dict[str, object] | None, age: float = 0
+) -> Path:
     lib.partial_dir.mkdir(parents=True, exist_ok=True)
     part = lib.partial_dir / f"{name}.part"
     part.write_bytes(data)

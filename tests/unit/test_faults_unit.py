@@ -77,7 +77,9 @@ def test_one_byte_a_minute_fails_the_min_rate_rule(tmp_path: Path, clock: FakeCl
     """Each read returns before any read timeout; only the rate rule can stop it."""
     d = make_downloader(tmp_path, clock, min_rate=2048, rate_window=30)
     respx.get(URL).mock(
-        return_value=httpx.Response(200, stream=Trickle(clock, PDF, 1, 59.0), headers={"ETag": ETAG})
+        return_value=httpx.Response(
+            200, stream=Trickle(clock, PDF, 1, 59.0), headers={"ETag": ETAG}
+        )
     )
     start = clock.time()
     with pytest.raises(TransientError, match="too slow"):
@@ -216,9 +218,7 @@ def test_retry_after_pauses_the_whole_host_not_only_the_entry(clock: FakeClock) 
 
 
 @respx.mock
-def test_retry_after_from_arxiv_holds_for_another_process(
-    clock: FakeClock, tmp_path: Path
-) -> None:
+def test_retry_after_from_arxiv_holds_for_another_process(clock: FakeClock, tmp_path: Path) -> None:
     first, second = make_http(clock, tmp_path), make_http(clock, tmp_path)
     respx.get(ARXIV_PDF).mock(
         side_effect=[
@@ -321,9 +321,7 @@ def test_disk_full_mid_body_fails_removes_the_partial_and_nothing_else(
         return FillsUp(fh, 50_000) if str(path).endswith("paper.pdf.part") else fh
 
     monkeypatch.setattr(download_mod, "open", small_disk, raising=False)
-    respx.get(URL).mock(
-        return_value=httpx.Response(200, stream=Trickle(clock, PDF, 10_000, 0.01))
-    )
+    respx.get(URL).mock(return_value=httpx.Response(200, stream=Trickle(clock, PDF, 10_000, 0.01)))
     with pytest.raises(StorageError, match="disk full while writing .*paper.pdf.part"):
         fetch(d)
     assert sorted(p.name for p in d.partial_dir.iterdir()) == ["other.pdf.part"]
@@ -432,9 +430,7 @@ def test_if_range_uses_last_modified_when_there_is_no_strong_etag(
 
 
 @respx.mock
-def test_a_206_of_a_file_of_another_size_is_never_spliced(
-    tmp_path: Path, clock: FakeClock
-) -> None:
+def test_a_206_of_a_file_of_another_size_is_never_spliced(tmp_path: Path, clock: FakeClock) -> None:
     d = make_downloader(tmp_path, clock)
     _leave(d, PDF[:1000], etag=None, last_modified=None, total=len(PDF) + 10)
     _, note_path = d.paths("paper.pdf")
@@ -458,15 +454,15 @@ def test_the_note_records_the_entry_and_the_size(tmp_path: Path, clock: FakeCloc
     d = make_downloader(tmp_path, clock)
     respx.get(URL).mock(
         return_value=httpx.Response(
-            200, stream=Trickle(clock, PDF, 1000, 0.0, cut=5000), headers={
-                "ETag": ETAG, "Content-Length": str(len(PDF))}
+            200,
+            stream=Trickle(clock, PDF, 1000, 0.0, cut=5000),
+            headers={"ETag": ETAG, "Content-Length": str(len(PDF))},
         )
     )
     with pytest.raises(TransientError):
         fetch(d)
     note = json.loads(d.paths("paper.pdf")[1].read_text())
-    assert note == {"url": URL, "etag": ETAG, "last_modified": None, "key": "k",
-                    "total": len(PDF)}
+    assert note == {"url": URL, "etag": ETAG, "last_modified": None, "key": "k", "total": len(PDF)}
 
 
 # --- stale partials ---------------------------------------------------------------------------
@@ -506,9 +502,15 @@ def test_clean_partials_keeps_what_can_resume_and_removes_the_rest(tmp_path: Pat
         partial, {"live", "legacy"}, now, temps=[(library, "")], max_age=14 * 86400
     )
     left = sorted(p.name for p in partial.iterdir())
-    assert left == ["legacy.pdf.part", "legacy.pdf.part.json", "live.pdf.part", "live.pdf.part.json"]
+    assert left == [
+        "legacy.pdf.part",
+        "legacy.pdf.part.json",
+        "live.pdf.part",
+        "live.pdf.part.json",
+    ]
     assert sorted(p.name for p in library.iterdir() if p.name.endswith(".tmp")) == [
-        ".live.json.wxyz9876.tmp", ".notes.tmp"
+        ".live.json.wxyz9876.tmp",
+        ".notes.tmp",
     ]
     assert len(removed) == 10
 
@@ -555,5 +557,3 @@ def test_policy_from_the_environment() -> None:
 def test_a_bad_tuning_knob_is_a_usage_error_naming_it(var: str, value: str) -> None:
     with pytest.raises(UsageError, match=f"{var}='{value}' is not valid"):
         Policy.from_env({var: value})
-
-
