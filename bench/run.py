@@ -748,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         data = {
             "machine": info,
-            "command": " ".join(["python", "bench/run.py", *chosen]),
+            "command": " ".join(["python", "bench/run.py", *(argv or sys.argv[1:])]),
             "seconds": round(elapsed, 1),
             **res.to_json(),
         }
