@@ -17,7 +17,9 @@ from tests.fakeserver import FakeServer
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_MANIFEST = REPO / "manifest.toml"
-FIXTURES = REPO.parent / "shared" / "fixtures" / "arxiv-api"
+# Vendored from ../shared (tests/fixtures/README.md): the suite needs nothing outside the repo.
+FIXTURES = REPO / "tests" / "fixtures" / "arxiv-api"
+SEED_TEXT = REPO / "tests" / "fixtures" / "seed" / "000_128f63d8a68d8d29.txt"
 
 
 class FakeClock:
@@ -55,7 +57,12 @@ def point_at(
     host_interval: float = 0.0,
     extra: str = "",
 ) -> str:
-    """A manifest text with its endpoints and direct URLs moved to the fake server."""
+    """A manifest text with its endpoints and direct URLs moved to the fake server.
+
+    arXiv is served as `srv.url` (127.0.0.1:PORT) and every direct URL as `srv.web_url`
+    (localhost:PORT): one server, two hosts as fetcher sees them, so url entries run in the
+    other-hosts lane and an arXiv request escaping the arXiv gate shows in the log.
+    """
     settings = (
         f'arxiv_api = "{srv.url}/api/query"\n'
         f'arxiv_pdf = "{srv.url}/pdf/{{id}}"\n'
@@ -69,7 +76,9 @@ def point_at(
     else:
         text = "[settings]\n" + settings + "\n" + text
     return re.sub(
-        r'url = "(https?://[^"]+)"', lambda m: f'url = "{srv.rewrite_url(m.group(1))}"', text
+        r'url = "(https?://[^"]+)"',
+        lambda m: f'url = "{srv.rewrite_url(m.group(1), srv.web_url)}"',
+        text,
     )
 
 

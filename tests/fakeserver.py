@@ -876,6 +876,12 @@ class FakeServer:
         return f"http://{self._host}:{self.port}"
 
     @property
+    def web_url(self) -> str:
+        """The same server under another host name, e.g. http://localhost:54321: direct
+        URLs served here are another host than arXiv to fetcher (its gates, its lanes)."""
+        return f"http://localhost:{self.port}"
+
+    @property
     def arxiv_api(self) -> str:
         """Value for the manifest's `arxiv_api` setting."""
         return f"{self.url}/api/query"
@@ -1022,10 +1028,11 @@ class FakeServer:
             else:
                 raise KeyError(path)
 
-    def rewrite_url(self, url: str) -> str:
-        """`https://host/path?q` -> `{self.url}/web/host/path?q` (where add_file serves it)."""
+    def rewrite_url(self, url: str, base: str | None = None) -> str:
+        """`https://host/path?q` -> `{base}/web/host/path?q` (where add_file serves it);
+        `base` defaults to `self.url`, `self.web_url` gives the other-host form."""
         parts = urlsplit(url)
-        rewritten = f"{self.url}/web/{parts.netloc}{parts.path or '/'}"
+        rewritten = f"{base or self.url}/web/{parts.netloc}{parts.path or '/'}"
         return rewritten + (f"?{parts.query}" if parts.query else "")
 
     def load_manifest(self, path: str | Path, pdf_size: int = 200_000) -> list[str]:

@@ -8,14 +8,20 @@ not pay for it (it pulls in requests and lxml).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 from . import ids
-from .errors import ContentError, HTTPStatusError, InvalidArxivId
-from .http import Http
+from .errors import Cancelled, ContentError, FetcherError, HTTPStatusError, InvalidArxivId
+
+if TYPE_CHECKING:  # only for the type: the HTTP stack is the caller's to import
+    from .http import Http
+
+T = TypeVar("T")
+Retry = Callable[[Callable[[], T]], T]
 
 BATCH = 100
 ATOM_NS = b"http://www.w3.org/2005/Atom"
@@ -37,7 +43,6 @@ class PaperMeta:
     doi: str | None = None
     journal_ref: str | None = None
     comment: str | None = None
-    affiliations: tuple[tuple[str, ...], ...] = field(default=())
 
     @property
     def versioned_id(self) -> str:
@@ -139,32 +144,68 @@ def batches(items: Sequence[ids.ArxivId], size: int = BATCH) -> Iterable[Sequenc
         yield items[start : start + size]
 
 
-def fetch_metadata(http: Http, api: str, wanted: Sequence[ids.ArxivId]) -> dict[str, PaperMeta]:
-    """Metadata for every id, keyed by the id as asked (`1706.03762` or `1706.03762v2`).
+@dataclass
+class Metadata:
+    """What the API said, keyed by the id as asked (`1706.03762` or `1706.03762v2`).
 
-    Ids arXiv does not know are absent from the result; the caller decides what that
-    means. Each batch is one request through the arXiv gate.
+    An id arXiv does not know is in neither map (the caller decides what that means);
+    an id whose batch failed after its retries is in `failed`, with the batch's error.
     """
-    found: dict[str, PaperMeta] = {}
+
+    found: dict[str, PaperMeta] = field(default_factory=dict)
+    failed: dict[str, FetcherError] = field(default_factory=dict)
+
+
+def _no_retry(fn: Callable[[], T]) -> T:
+    return fn()
+
+
+def fetch_metadata(
+    http: Http,
+    api: str,
+    wanted: Sequence[ids.ArxivId],
+    *,
+    retry: Retry[list[PaperMeta]] = _no_retry,
+) -> Metadata:
+    """Metadata for every id, one request through the arXiv gate per 100 ids.
+
+    `retry` wraps each batch (request and parse; e.g. `http.retrying` with the run's
+    policy), so a batch that fails once is asked again alone: the batches that came
+    back are kept, never asked twice, and a batch that gives up fails only its own ids.
+    `Cancelled` ends the whole call.
+    """
+    result = Metadata()
     unique = sorted(set(wanted))
-    for batch in batches(unique):
-        url = query_url(api, batch)
+    for batch in batches(unique, BATCH):
         try:
-            response = http.get(url)
-        except HTTPStatusError as exc:
-            if exc.status == 400:
-                raise ContentError(
-                    f"the arXiv API refused the id list (HTTP 400); one of these ids is "
-                    f"malformed: {', '.join(str(i) for i in batch)}"
-                ) from None
+            metas = retry(partial(_ask, http, api, batch))
+        except Cancelled:
             raise
+        except FetcherError as exc:
+            for asked in batch:
+                result.failed[str(asked)] = exc
+            continue
         by_base: dict[str, list[PaperMeta]] = {}
-        for meta in parse_feed(response.content):
+        for meta in metas:
             by_base.setdefault(meta.id, []).append(meta)
         for asked in batch:
             candidates = by_base.get(asked.base, [])
             if asked.version is not None:
                 candidates = [m for m in candidates if m.version == asked.version]
             if candidates:
-                found[str(asked)] = max(candidates, key=lambda m: m.version)
-    return found
+                result.found[str(asked)] = max(candidates, key=lambda m: m.version)
+    return result
+
+
+def _ask(http: Http, api: str, batch: Sequence[ids.ArxivId]) -> list[PaperMeta]:
+    """One API request for one batch, parsed."""
+    try:
+        response = http.get(query_url(api, batch))
+    except HTTPStatusError as exc:
+        if exc.status == 400:
+            raise ContentError(
+                f"the arXiv API refused the id list (HTTP 400); one of these ids is "
+                f"malformed: {', '.join(str(i) for i in batch)}"
+            ) from None
+        raise
+    return parse_feed(response.content)

@@ -21,11 +21,20 @@ from typing import Any
 from urllib.parse import quote
 
 from . import __version__
-from .library import Library, LockRecord, atomic_write_bytes, read_lock
+from .library import (
+    INDEX_HTML,
+    INDEX_MD,
+    Library,
+    LockRecord,
+    atomic_write_bytes,
+    catalog_is_fresh,
+    read_lock,
+)
 from .manifest import Entry, Manifest
+from .plan import entry_file
 
-INDEX_MD = "index.md"
-INDEX_HTML = "index.html"
+__all__ = ["INDEX_HTML", "INDEX_MD", "Item", "collect", "is_fresh", "refresh", "write"]
+
 SHOWN_AUTHORS = 10
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
@@ -83,17 +92,6 @@ def _html_title(path: Path) -> str | None:
     return title or None
 
 
-def _file_of(entry: Entry, records: Mapping[str, LockRecord], manifest: Manifest) -> str | None:
-    record = records.get(entry.key)
-    if record is not None and record.kind == entry.kind:
-        return record.file
-    from .sync import _template_needs_meta, default_file
-
-    if _template_needs_meta(manifest.settings.filename):
-        return None
-    return default_file(entry, manifest.settings.filename)
-
-
 def collect(manifest: Manifest, records: Mapping[str, LockRecord] | None = None) -> list[Item]:
     """Every manifest entry with its library file and sidecar, in manifest order."""
     library = Library(manifest.library)
@@ -101,7 +99,7 @@ def collect(manifest: Manifest, records: Mapping[str, LockRecord] | None = None)
         records = read_lock(manifest.lock_path)
     items = []
     for entry in manifest.entries:
-        file = _file_of(entry, records, manifest)
+        file = entry_file(entry, records.get(entry.key), manifest.settings.filename)
         meta: Mapping[str, Any] = {}
         present = False
         if file is not None:
@@ -385,13 +383,7 @@ def write(manifest: Manifest, records: Mapping[str, LockRecord] | None = None) -
 
 def is_fresh(manifest: Manifest) -> bool:
     """Both files exist and are newer than the manifest (tags, order and titles live there)."""
-    try:
-        html_time = (manifest.library / INDEX_HTML).stat().st_mtime_ns
-        md_time = (manifest.library / INDEX_MD).stat().st_mtime_ns
-        manifest_time = manifest.path.stat().st_mtime_ns
-    except OSError:
-        return False
-    return min(html_time, md_time) >= manifest_time
+    return catalog_is_fresh(manifest.library, manifest.path)
 
 
 def refresh(

@@ -7,6 +7,7 @@ into lines (or one JSON document with --json) and an exit code. Never a tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .errors import Cancelled, FetcherError, UsageError
+from .errors import INTERRUPTED, Cancelled, FetcherError, LibraryBusy, UsageError
 
 if TYPE_CHECKING:
     from .http import Policy
@@ -41,9 +42,23 @@ examples:
   fetcher bib --out refs.bib        BibTeX for the library
   fetcher smoke                     the whole sync offline, against mocks (for CI)
 
-exit codes: 0 ok; 1 some entries failed; 2 usage or manifest error; 75 library busy
-(--no-wait); 130 interrupted.
+exit codes: 0 ok; 1 some entries failed (sync, verify, smoke); 2 usage or manifest error,
+or status, bib, add, import could not do their job (e.g. a damaged manifest.lock);
+75 library busy (--no-wait); 130 interrupted. With --json every exit prints one JSON
+document; a failure is {"ok": false, "error": "...", "exit": N}.
 """
+
+# Commands whose contract has no partial failure (exit 0 or 2): when one of them cannot
+# do its job (a damaged manifest.lock, an unwritable --out, even a bug) it exits 2.
+NO_PARTIAL_FAILURE = frozenset({"status", "bib", "add", "import"})
+
+
+class _UsageExit(SystemExit):
+    """argparse's exit on a bad command line, keeping its message for the --json error."""
+
+    def __init__(self, message: str):
+        super().__init__(EXIT_USAGE)
+        self.message = message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         sys.stderr.write(f"fetcher: error: {message}\n")
-        raise SystemExit(EXIT_USAGE)
+        raise _UsageExit(message)
 
 
 class Output:
@@ -64,10 +79,17 @@ class Output:
         self.verbose = verbose
         self.out: IO[str] = sys.stdout
         self.err: IO[str] = sys.stderr
+        self.emitted = False  # the JSON document is out: stdout takes nothing more
         self._lock = threading.Lock()
 
     def info(self, line: str) -> None:
         if not self.quiet and not self.json_mode:
+            self._write(self.out, line)
+
+    def attention(self, line: str) -> None:
+        """A result line that needs the user's attention: on stdout even with -q (so cron
+        mails it), never in --json mode."""
+        if not self.json_mode:
             self._write(self.out, line)
 
     def debug(self, line: str) -> None:
@@ -82,8 +104,8 @@ class Output:
         self._write(self.err, line)
 
     def json(self, data: Any) -> None:
-        self.out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        self.out.flush()
+        self.emitted = True
+        _print_json(self.out, data)
 
     def _write(self, stream: IO[str], line: str) -> None:
         with self._lock:
@@ -456,7 +478,12 @@ def _listing(keys: Sequence[str], limit: int = 5) -> str:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    """Always exit 0 once the manifest loads: status reports, it does not judge."""
+    """Exit 0 once the manifest and the lock load: status reports, it does not judge.
+
+    A manifest.lock that is not a fetcher lock (or cannot be read) is exit 2 with the
+    lock's path and what to do (NO_PARTIAL_FAILURE): no status is better than one computed
+    from a lock fetcher cannot read.
+    """
     from .manifest import load
     from .status import status
 
@@ -471,8 +498,8 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     def show(line: str, attention: bool) -> None:
         # -q keeps only what needs attention, so `status -q --check-updates` in cron
         # mails you exactly when something is missing, damaged or newer
-        if attention and out.quiet:
-            out._write(out.out, line)
+        if attention:
+            out.attention(line)
         else:
             out.info(line)
 
@@ -692,7 +719,16 @@ def cmd_bib(args: argparse.Namespace, out: Output) -> int:
             "entries are minimal; run `fetcher sync` first for authors and titles"
         )
     if args.out:
-        atomic_write_bytes(Path(args.out), text.encode("utf-8"))
+        try:
+            atomic_write_bytes(Path(args.out), text.encode("utf-8"), follow_symlinks=True)
+        except OSError as exc:
+            # name the target, never the temporary file the atomic write failed on
+            reason = exc.strerror or str(exc)
+            if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename:
+                reason = f"{exc.filename} is not a folder"  # from creating its folder
+            raise UsageError(
+                f"cannot write {args.out}: {reason}; choose another --out file"
+            ) from None
     if out.json_mode:
         data: dict[str, Any] = {
             "ok": True,
@@ -759,39 +795,76 @@ Handler = Callable[[argparse.Namespace, Output], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageExit as exc:
+        if _json_requested(sys.argv[1:] if argv is None else argv):
+            _print_json(sys.stdout, {"ok": False, "error": exc.message, "exit": EXIT_USAGE})
+        raise
+    out = Output(json_mode=args.json, quiet=args.quiet, verbose=args.verbose)
     handler: Handler | None = getattr(args, "handler", None)
+    error: str | None
     if handler is None:
         parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    out = Output(json_mode=args.json, quiet=args.quiet, verbose=args.verbose)
+        code, error = EXIT_USAGE, "no command given; `fetcher --help` lists them"
+    else:
+        code, error = _run(handler, args, out)
+    if code == EXIT_FAILED and args.command in NO_PARTIAL_FAILURE:
+        code = EXIT_USAGE
+    if error is not None and out.json_mode and not out.emitted:
+        # --json promises one document on stdout, whatever the exit
+        with contextlib.suppress(OSError):
+            out.json({"ok": False, "error": error, "exit": code})
+    return code
+
+
+def _run(handler: Handler, args: argparse.Namespace, out: Output) -> tuple[int, str | None]:
+    """Run one command. An error ends it as one line on stderr and an exit code; returns
+    (exit code, that error without the `fetcher:` prefix, or None when the command
+    finished on its own)."""
     try:
-        return handler(args, out)
+        return handler(args, out), None
     except Cancelled as exc:
-        out.error(f"fetcher: {exc}")
-        return EXIT_CANCELLED
+        error, code = str(exc) or INTERRUPTED, EXIT_CANCELLED
+        out.error(f"fetcher: {error}")
     except KeyboardInterrupt:
-        out.error("fetcher: interrupted; partial downloads are kept and resume next time")
-        return EXIT_CANCELLED
+        error, code = INTERRUPTED, EXIT_CANCELLED
+        out.error(f"fetcher: {error}")
+    except LibraryBusy as exc:
+        error, code = str(exc), EXIT_BUSY
+        out.error(f"fetcher: error: {error}")
     except FetcherError as exc:
-        out.error(f"fetcher: error: {exc}")
-        return exc.exit_code
+        error, code = str(exc), exc.exit_code
+        out.error(f"fetcher: error: {error}")
     except BrokenPipeError:
-        return EXIT_FAILED
+        return EXIT_FAILED, None  # stdout is gone: nothing more can reach it
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        out.error(f"fetcher: error: {exc.strerror or exc}{where}")
-        return EXIT_FAILED
+        error, code = f"{exc.strerror or exc}{where}", EXIT_FAILED
+        out.error(f"fetcher: error: {error}")
     except Exception as exc:  # a bug in fetcher: one line, the traceback only with -v
         if args.verbose:
             import traceback
 
             traceback.print_exc()
-        out.error(
-            f"fetcher: internal error: {type(exc).__name__}: {exc}; please report it "
-            "(rerun with -v for the traceback)"
-        )
-        return EXIT_FAILED
+        error, code = f"internal error: {type(exc).__name__}: {exc}", EXIT_FAILED
+        out.error(f"fetcher: {error}; please report it (rerun with -v for the traceback)")
+    return code, error
+
+
+def _json_requested(argv: Sequence[str]) -> bool:
+    """Whether a command line argparse refused asked for --json (or a prefix of it)."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if len(arg) > 3 and "--json".startswith(arg):
+            return True
+    return False
+
+
+def _print_json(stream: IO[str], data: Any) -> None:
+    stream.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    stream.flush()
 
 
 def run() -> NoReturn:  # pragma: no cover - console script convenience

@@ -1,9 +1,12 @@
 """Stream one file to a partial file, hash it on the way, check it, then commit it.
 
 The partial file lives in `<library>/.fetcher/partial/` (same filesystem as the library,
-so the final `os.replace` is atomic). Beside it a small JSON note keeps the URL and the
-validators (ETag, Last-Modified) so a later attempt, or a later run after `kill -9`,
-resumes with `Range` + `If-Range` and never splices bytes of two versions of a file.
+so the final `os.replace` is atomic). Beside it a small JSON note (`partial.Note`) keeps
+the URL, the validators (ETag, Last-Modified) and the length known to be on disk, so a
+later attempt, or a later run after `kill -9` or a power cut, resumes with `Range` +
+`If-Range` from bytes that were fsynced, and never splices bytes of two versions of a
+file. A resumed body that does not hash to what the caller trusts (the pin, or the
+locked hash) is suspect: `ResumeMismatch`, and the caller fetches it once from zero.
 """
 
 from __future__ import annotations
@@ -11,16 +14,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
-import re
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from .errors import ContentError, HTTPStatusError, IntegrityError, StorageError, TransientError
+from .partial import Note, boot_id, read_note, write_note
 
 if TYPE_CHECKING:  # the HTTP stack is imported by `fetch`: a sync with nothing to do, which
     # only calls `clean_partials`, must not pay 0.1 s for httpx, ssl and tenacity
@@ -31,6 +33,12 @@ Progress = Callable[[int, "int | None"], None]
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 TAIL = 2048
 SNIFF = 1024
+DURABLE_EVERY = 4 << 20  # fsync the partial (and note the length) every 4 MiB
+
+
+class ResumeMismatch(TransientError):
+    """A resumed body hashed to something else than the caller trusts: the bytes kept
+    from before may be damaged (lost writes after a power cut), so they were dropped."""
 
 
 @dataclass(frozen=True)
@@ -46,40 +54,6 @@ class Fetched:
     etag: str | None
     last_modified: str | None
     resumed_from: int = 0
-
-
-@dataclass
-class _Note:
-    """What a partial file is a prefix of: the URL, its validators, its announced size and
-    the entry it belongs to (so a later sync can tell a stale partial from a live one)."""
-
-    url: str
-    etag: str | None
-    last_modified: str | None
-    key: str | None = None
-    total: int | None = None
-
-    @property
-    def validator(self) -> str | None:
-        """If-Range takes a strong ETag, else a Last-Modified date."""
-        if self.etag and not self.etag.startswith("W/"):
-            return self.etag
-        return self.last_modified
-
-    def continues(self, etag: str | None, last_modified: str | None, total: int | None) -> bool:
-        """Can a 206 with these headers continue the bytes this note describes?
-
-        The ETag decides when both sides have one; else Last-Modified; a different total
-        size always means another file. What cannot be compared is not held against it
-        (the server already checked If-Range).
-        """
-        if self.total is not None and total is not None and self.total != total:
-            return False
-        if self.etag and etag:
-            return self.etag == etag
-        if self.last_modified and last_modified:
-            return self.last_modified == last_modified
-        return True
 
 
 def _content_range_start(value: str | None) -> tuple[int, int | None] | None:
@@ -112,19 +86,6 @@ class Downloader:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def _read_note(self, note_path: Path) -> _Note | None:
-        return read_note(note_path)
-
-    def _write_note(self, note_path: Path, note: _Note) -> None:
-        data = {
-            "url": note.url,
-            "etag": note.etag,
-            "last_modified": note.last_modified,
-            "key": note.key,
-            "total": note.total,
-        }
-        note_path.write_text(json.dumps(data))
-
     def fetch(
         self,
         url: str,
@@ -136,11 +97,14 @@ class Downloader:
         progress: Progress | None = None,
         key: str | None = None,
         deadline: float | None = None,
+        trusted: str | None = None,
     ) -> Fetched:
         """One attempt: resume or start the partial file `name`, stream, hash, check.
 
         `deadline` (clock time) bounds the whole entry across attempts: past it the body
         stops with a `TransientError` and the partial file is kept for the next run.
+        `trusted` is the sha256 the body had last time (the lock's); with `pin`, a body
+        resumed from kept bytes must hash to one of them, else `ResumeMismatch`.
         """
         import httpx
 
@@ -151,7 +115,7 @@ class Downloader:
             self.partial_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise storage_error(exc, self.partial_dir) from None
-        note = self._read_note(note_path)
+        note = read_note(note_path)
         offset = 0
         headers = {"Accept-Encoding": "identity"}
         if expect == "pdf":
@@ -159,7 +123,7 @@ class Downloader:
         else:
             headers["Accept"] = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
         if note is not None and note.url == url and note.validator and part.exists():
-            offset = part.stat().st_size
+            offset = note.resumable_length(part.stat().st_size)
             if 0 < offset <= max_size:
                 headers["Range"] = f"bytes={offset}-"
                 headers["If-Range"] = note.validator
@@ -170,9 +134,7 @@ class Downloader:
 
         with contextlib.ExitStack() as stack:
             try:
-                response = stack.enter_context(
-                    self.http.stream(url, headers, deadline=deadline)
-                )
+                response = stack.enter_context(self.http.stream(url, headers, deadline=deadline))
             except HTTPStatusError as exc:
                 if exc.status != 416 or not offset:
                     raise
@@ -225,12 +187,12 @@ class Downloader:
                 )
             # A new body: remember how to resume it (not for encoded bodies, whose
             # byte offsets are not the stored file's).
+            resumable = not encoded and bool(etag or last_modified)
             if offset == 0:
-                resumable = not encoded and bool(etag or last_modified)
+                note = Note(url, etag, last_modified, key, expected_total, 0, boot_id())
                 try:
                     if resumable:
-                        fresh = _Note(url, etag, last_modified, key, expected_total)
-                        self._write_note(note_path, fresh)
+                        write_note(note_path, note)
                     else:
                         with contextlib.suppress(FileNotFoundError):
                             note_path.unlink()
@@ -253,6 +215,7 @@ class Downloader:
                 self.discard(name)
                 raise storage_error(exc, part) from None
             received = offset
+            durable = offset
             started = self.clock.time()
             window: deque[tuple[float, int]] = deque([(started, 0)])
             if deadline is None:
@@ -279,12 +242,12 @@ class Downloader:
                             fh.write(chunk)
                         except OSError as exc:
                             raise storage_error(exc, part) from None
+                        if resumable and received - durable >= DURABLE_EVERY:
+                            durable = self._make_durable(fh, part, note_path, note, received)
                         self._check_rate(window, received - offset, url, deadline)
                         if progress is not None:
                             progress(received, expected_total)
                 except httpx.HTTPError as exc:
-                    with contextlib.suppress(OSError):
-                        fh.flush()  # keep what arrived: the next attempt resumes after it
                     raise describe_transport_error(exc, url) from None
                 try:
                     fh.flush()
@@ -294,6 +257,13 @@ class Downloader:
             except (ContentError, StorageError):
                 _close_quietly(fh)
                 self.discard(name)
+                raise
+            except BaseException:
+                # cut, too slow, past the deadline, cancelled: what arrived is kept for
+                # the next attempt, made durable first so a resume never trusts lost writes
+                if resumable and received > durable:
+                    with contextlib.suppress(StorageError):
+                        self._make_durable(fh, part, note_path, note, received)
                 raise
             finally:
                 _close_quietly(fh)
@@ -310,6 +280,14 @@ class Downloader:
             self.discard(name)
             raise
         sha = digest.hexdigest()
+        want = pin or trusted
+        if offset and want and sha != want:
+            self.discard(name)
+            raise ResumeMismatch(
+                f"{url}: the download resumed after {offset:,} kept bytes hashes to "
+                f"{sha[:12]}…, not {want[:12]}… as expected; the kept bytes may be "
+                "damaged, so they were dropped"
+            )
         if pin is not None and sha != pin:
             self.discard(name)
             raise IntegrityError(
@@ -329,6 +307,22 @@ class Downloader:
             last_modified=last_modified,
             resumed_from=offset,
         )
+
+    @staticmethod
+    def _make_durable(
+        fh: BinaryIO, part: Path, note_path: Path, note: Note | None, received: int
+    ) -> int:
+        """fsync the partial, then note its length: a resume after a power cut starts
+        from bytes that reached the disk, not from a tail of lost writes."""
+        try:
+            fh.flush()
+            os.fsync(fh.fileno())
+            if note is not None:
+                note.durable, note.boot = received, boot_id()
+                write_note(note_path, note)
+        except OSError as exc:
+            raise storage_error(exc, part) from None
+        return received
 
     def _check_rate(
         self, window: deque[tuple[float, int]], got: int, url: str, deadline: float
@@ -381,102 +375,6 @@ def _close_quietly(fh: BinaryIO) -> None:
     """Close after a failure: a flush that fails again (disk full) must not mask it."""
     with contextlib.suppress(OSError):
         fh.close()
-
-
-PARTIAL_MAX_AGE = 14 * 86400.0  # a partial older than this is not worth resuming
-TEMP_MAX_AGE = 3600.0  # an atomic write's temporary file lives milliseconds
-
-
-def clean_partials(
-    partial_dir: Path,
-    keys: Collection[str],
-    now: float,
-    *,
-    temps: Iterable[tuple[Path, str]] = (),
-    max_age: float = PARTIAL_MAX_AGE,
-) -> list[Path]:
-    """Remove what no later sync can resume; returns the paths removed.
-
-    Call it under the library's sync lock: then every partial file belongs to a process
-    that is gone. Kept: a partial whose note names an entry still in the manifest (`keys`;
-    a note without a key is kept too) and that is younger than `max_age`; the next fetch
-    of that entry resumes it with `If-Range`, or restarts it if the URL or the server's
-    version changed. Removed: partials without a readable note (never resumable), notes
-    without a partial, partials of entries no longer in the manifest, old ones, and the
-    temporary files an interrupted atomic write left (`temps`: folder and the file name
-    its temporary files start with, e.g. `(library, "")` or `(folder, "manifest.lock")`;
-    only names `mkstemp` makes, `.NAME.XXXXXXXX.tmp`, older than an hour).
-    Partial files live only under `.fetcher/partial/`, so none is ever taken for a
-    complete file.
-    """
-    wanted = set(keys)
-    removed: list[Path] = []
-
-    def remove(path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed.append(path)
-
-    try:
-        names = sorted(os.listdir(partial_dir))
-    except OSError:
-        names = []
-    present = set(names)
-    for name in names:
-        path = partial_dir / name
-        if name.endswith(".part.json"):
-            if name[: -len(".json")] not in present:
-                remove(path)  # a note whose partial is gone
-            continue
-        if not name.endswith(".part"):
-            continue
-        note_path = partial_dir / (name + ".json")
-        note = read_note(note_path)
-        try:
-            age = now - path.stat().st_mtime
-        except OSError:
-            continue
-        stale = (
-            note is None
-            or (note.key is not None and note.key not in wanted)
-            or age > max_age
-        )
-        if stale:
-            remove(path)
-            remove(note_path)
-    for folder, prefix in temps:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for item in entries:
-            match = _TEMP_NAME.match(item.name)
-            if match is None or not match.group(1).startswith(prefix):
-                continue
-            with contextlib.suppress(OSError):
-                old = now - item.stat(follow_symlinks=False).st_mtime > TEMP_MAX_AGE
-                if old and item.is_file(follow_symlinks=False):
-                    remove(Path(item.path))
-    return removed
-
-
-_TEMP_NAME = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp(prefix=".NAME.")
-
-
-def read_note(note_path: Path) -> _Note | None:
-    """The note beside a partial file, or None if absent or unreadable."""
-    try:
-        data = json.loads(note_path.read_bytes())
-        total = data.get("total")
-        return _Note(
-            str(data["url"]),
-            data.get("etag"),
-            data.get("last_modified"),
-            data.get("key"),
-            int(total) if isinstance(total, int) else None,
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
 
 
 def _hash_prefix(fh: BinaryIO, digest: Any, offset: int) -> tuple[bytes, bytes]:

@@ -124,11 +124,16 @@ def current(path: Path) -> manifest.Manifest | None:
 
 
 class _Taken:
-    """Keys, URLs and names already used, by the manifest or earlier in this plan."""
+    """Keys, URLs and names already used, by the manifest or earlier in this plan.
+
+    URLs are keyed by `manifest.url_identity`, the sameness the manifest's validation
+    uses: a URL differing only in the case of its host or in a fragment is a duplicate to
+    skip, never a second entry that would make the manifest invalid.
+    """
 
     def __init__(self, existing: manifest.Manifest | None):
         self.keys: dict[str, str] = {}
-        self.urls: dict[str, str] = {}
+        self.urls: dict[str, str] = {}  # url_identity -> why it is taken
         if existing is None:
             return
         for entry in existing.entries:
@@ -137,12 +142,18 @@ class _Taken:
                 where += f" (line {entry.line})"
             self.keys[entry.key] = where
             if entry.url:
-                self.urls[entry.url] = f"{where} as {entry.key!r}"
+                self.urls[manifest.url_identity(entry.url)] = f"{where} as {entry.key!r}"
 
     def add(self, entry: NewEntry) -> None:
         self.keys[entry.key] = "given twice"
         if entry.kind == "url":
-            self.urls[entry.value] = f"given twice (as {entry.key!r})"
+            self.urls[manifest.url_identity(entry.value)] = f"given twice (as {entry.key!r})"
+
+    def clash(self, key: str, url: str | None) -> str | None:
+        """Why an entry with this key (and URL, for a url entry) is already taken, or None."""
+        if key in self.keys:
+            return self.keys[key]
+        return self.urls.get(manifest.url_identity(url)) if url is not None else None
 
     def unique_name(self, base: str) -> str:
         taken = {k.lower() for k in self.keys}
@@ -175,8 +186,8 @@ def plan_import(path: Path, found: Iterable[Candidate], *, tags: Sequence[str] =
         if cand.skip:
             plan.skipped.append(Skipped(cand.value, cand.skip, lines))
             continue
-        if cand.key in taken.keys or cand.value in taken.urls:
-            reason = taken.keys.get(cand.key) or taken.urls[cand.value]
+        reason = taken.clash(cand.key, None if cand.kind == "arxiv" else cand.value)
+        if reason is not None:
             plan.skipped.append(Skipped(cand.value, reason, lines, duplicate=True))
             continue
         title = _clean_title(cand.label)
@@ -233,8 +244,8 @@ def plan_add(
                 f"{item!r} is neither an arXiv id nor an http(s) URL; accepted forms: "
                 f"{ids.ACCEPTED_FORMS}, or https://… for a direct link"
             )
-        if entry.key in taken.keys or (entry.kind == "url" and entry.value in taken.urls):
-            reason = taken.keys.get(entry.key) or taken.urls[entry.value]
+        reason = taken.clash(entry.key, entry.value if entry.kind == "url" else None)
+        if reason is not None:
             plan.skipped.append(Skipped(item, reason, duplicate=True))
             continue
         taken.add(entry)
@@ -318,11 +329,12 @@ def apply(plan: Plan, *, dry_run: bool = False) -> None:
     """Append the plan's entries to the manifest (creating it if need be), atomically.
 
     The result is validated first, on a dry run too, so a dry run fails where a real one
-    would.
+    would. A manifest that is a symbolic link is written through to its target (the link
+    stays), with the target's permissions.
     """
     data = new_bytes(plan)
     if plan.added and not dry_run:
-        atomic_write_bytes(plan.path, data)
+        atomic_write_bytes(plan.path, data, follow_symlinks=True)
 
 
 def _without_table(detail: str) -> str:

@@ -111,6 +111,10 @@ class StorageError(EntryError):
     """The disk refused the write: full, read-only, permission denied."""
 
 
+# What a sync stopped by Ctrl-C or SIGTERM says (the message of its `Cancelled`).
+INTERRUPTED = "interrupted; partial downloads are kept and resume next time"
+
+
 class Cancelled(FetcherError):
     """Ctrl-C or SIGTERM: the run stopped early; partial files are kept for resume."""
 

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from . import ids
 from .errors import InvalidArxivId
+from .manifest import url_identity
 
 Kind = Literal["arxiv", "pdf", "page", "other"]
 
@@ -93,10 +94,11 @@ class Found:
 
     @property
     def key(self) -> str:
-        """What makes two occurrences the same paper: the arXiv id without version, or the URL."""
+        """What makes two occurrences the same paper: the arXiv id without version, or the
+        URL up to the case of its host and a fragment (the manifest's `url_identity`)."""
         if self.kind == "arxiv":
             return ids.parse(self.value).key
-        return self.value
+        return url_identity(self.value)
 
 
 @dataclass

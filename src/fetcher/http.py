@@ -41,6 +41,7 @@ from .errors import (
     Unreachable,
     UsageError,
 )
+from .ids import hostname, is_arxiv_host
 
 try:
     import fcntl
@@ -313,7 +314,9 @@ class Http:
     ):
         self.clock: Clock = clock or SystemClock()
         self.policy = policy or Policy()
-        self.arxiv_hosts = arxiv_hosts
+        # host names (a "host:port" given is reduced to its name): ports, userinfo, case
+        # and a trailing dot must not let a request to arXiv past its gate
+        self.arxiv_hosts = frozenset(hostname(f"//{h}") or h for h in arxiv_hosts)
         self.host_interval = host_interval
         self.arxiv_gate = Gate(
             "arXiv",
@@ -376,12 +379,14 @@ class Http:
         self.close()
 
     def is_arxiv(self, url: str) -> bool:
-        return urlsplit(url).netloc.lower() in self.arxiv_hosts
+        """The configured arXiv hosts and any *.arxiv.org host, whatever port or case."""
+        host = hostname(url)
+        return host in self.arxiv_hosts or is_arxiv_host(host)
 
     def gate_for(self, url: str) -> Gate:
         if self.is_arxiv(url):
             return self.arxiv_gate
-        host = urlsplit(url).netloc.lower()
+        host = hostname(url)  # one gate per host name: a port or a trailing dot is the same host
         with self._gates_lock:
             gate = self._gates.get(host)
             if gate is None:
@@ -419,6 +424,11 @@ class Http:
                 raise RetryLater(gate.closed)
             with gate.slot() as slot:
                 self.clock.sleep(0)  # a checkpoint: no new request once the run is cancelled
+                # again: the host may have been closed (or arXiv blocked) while we waited
+                if gate is self.arxiv_gate and self.blocked:
+                    raise Blocked(self.blocked)
+                if gate.closed:
+                    raise RetryLater(gate.closed)
                 with self._count_lock:
                     self.request_count += 1
                 sock = None
@@ -430,6 +440,9 @@ class Http:
                 except (httpx.HTTPError, httpx.InvalidURL) as exc:
                     slot.responded()
                     raise describe_transport_error(exc, current) from None
+                except ValueError as exc:  # UnicodeError and idna's errors: a bad host name
+                    slot.responded()
+                    raise _bad_host_name(current, exc) from None
                 slot.responded()
                 try:
                     sock = self._track(response)
@@ -515,9 +528,12 @@ class Http:
                     f"HTTP {status} from {url} asks to wait {retry_after:.0f}s "
                     f"(more than {self.policy.retry_after_cap:.0f}s); try again after {when}"
                 )
-                if self.is_arxiv(url):  # arXiv's pause holds for every arXiv entry of the run
+                # the pause holds for every entry of that host (all of arXiv's) for the run
+                if self.is_arxiv(url):
                     message += "; no more arXiv requests in this run"
-                    self.arxiv_gate.closed = message
+                else:
+                    message += f"; no more requests to {hostname(url) or url} in this run"
+                self.gate_for(url).closed = message
                 raise RetryLater(message)
             if retry_after is not None and slot is not None:
                 slot.defer(retry_after)  # the whole host waits, not only this entry
@@ -530,6 +546,18 @@ def _shutdown(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         # the plain socket's shutdown, also under TLS: SSLSocket's would drop its state
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _bad_host_name(url: str, exc: ValueError) -> Unreachable:
+    """A host name httpx or the resolver's idna codec cannot encode: in `url` itself, or
+    in the Location it redirects to (httpx parses that while sending)."""
+    try:
+        parsed = httpx.URL(url)
+        parsed.host  # noqa: B018 - decodes xn-- labels
+        parsed.raw_host.decode("ascii").encode("idna")
+    except (ValueError, httpx.InvalidURL):
+        return Unreachable(f"cannot request {url!r}: the host name is not valid ({exc})")
+    return Unreachable(f"{url} redirects to a URL whose host name is not valid ({exc})")
 
 
 def _no_such_host(exc: BaseException) -> bool:

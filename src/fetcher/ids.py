@@ -24,7 +24,10 @@ _OLD = r"(?P<archive>[a-z]+(?:-[a-z]+)?)(?P<subj>\.[A-Za-z]{2})?/(?P<oyymm>\d{4}
 _VERSION = r"(?:v(?P<version>[1-9]\d{0,3}))?"
 # ASCII only: `\d` would otherwise accept other scripts' digits, which arXiv does not.
 _ID_RE = re.compile(rf"(?:{_NEW}|{_OLD}){_VERSION}", re.ASCII)
-_ARXIV_HOSTS = ("arxiv.org", "www.arxiv.org", "export.arxiv.org", "browse.arxiv.org")
+# The one list of arXiv's own hosts: paper URLs are recognised on these, and the manifest
+# counts them (with any other *.arxiv.org host) as arXiv for the politeness gate.
+ARXIV_HOSTS = frozenset({"arxiv.org", "www.arxiv.org", "export.arxiv.org", "browse.arxiv.org"})
+_HOST_PREFIXES = tuple(sorted(ARXIV_HOSTS))  # a scheme-less "arxiv.org/abs/..." is a URL too
 _PATH_PREFIXES = ("/abs/", "/pdf/", "/html/", "/format/", "/ps/")
 
 
@@ -82,17 +85,32 @@ def _check_dates(m: re.Match[str], text: str) -> None:
             )
 
 
+def hostname(url: str) -> str:
+    """The host a URL is sent to, as one string to compare: lowercased, without port,
+    userinfo or trailing dot; "" when the URL has none or cannot be split."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return ""
+    return host.lower().rstrip(".")
+
+
+def is_arxiv_host(host: str) -> bool:
+    """arXiv's own hosts and any other *.arxiv.org host (`host` as `hostname` gives it)."""
+    return host in ARXIV_HOSTS or host.endswith(".arxiv.org")
+
+
 def _strip_url(text: str) -> str:
     """Turn an arxiv.org URL into the id part of its path; other strings pass through."""
-    if "://" not in text and not text.lower().startswith(_ARXIV_HOSTS):
+    if "://" not in text and not text.lower().startswith(_HOST_PREFIXES):
         return text
     candidate = text if "://" in text else "https://" + text
     try:
         parts = urlsplit(candidate)
-        host = (parts.hostname or "").lower()
+        host = (parts.hostname or "").rstrip(".")  # as `hostname` gives it, one split less
     except ValueError:  # e.g. an unbalanced "[" in the host
         raise InvalidArxivId(f"{text!r} is not a valid URL") from None
-    if host not in _ARXIV_HOSTS:
+    if host not in ARXIV_HOSTS:
         raise InvalidArxivId(f"{text!r} is not an arXiv URL (host {host or '?'} is not arxiv.org)")
     path = unquote(parts.path)
     for prefix in _PATH_PREFIXES:

@@ -7,15 +7,14 @@ their final names only by `os.replace` from a temporary file in the same folder.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
 import stat
-import tempfile
+import sys
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from .errors import FetcherError, StorageError
 
 STATE_DIR = ".fetcher"
+SIDECAR_MISSING = "missing"
 LOCK_FORMAT = 1
 HASH_BLOCK = 1 << 20
 
@@ -30,12 +30,29 @@ HASH_BLOCK = 1 << 20
 # --- atomic writes ---------------------------------------------------------------------
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so a reader sees the old file or the new one, never a mix."""
+def atomic_write_bytes(path: Path, data: bytes, *, follow_symlinks: bool = False) -> None:
+    """Write `data` to `path` so a reader sees the old file or the new one, never a mix.
+
+    The file keeps the permissions of the one it replaces; a new file gets 0o666 less the
+    umask, as `open()` would give it (not mkstemp's 0600: `fetcher add` must not make a
+    shared manifest private). `follow_symlinks` is for the user's own files (the manifest,
+    `bib --out`): a link there is written through to its target and stays a link. Inside
+    the library a link is replaced by a regular file instead, so it never steers a write
+    out of the library.
+    """
+    if follow_symlinks:
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        st = os.lstat(path)
+        mode = stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
+    except FileNotFoundError:
+        mode = None
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
+            if mode is not None:
+                os.chmod(tmp, mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -44,6 +61,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new `.NAME.XXXXXXXX.tmp` beside `path` (the names `clean_partials`
+    sweeps), created with mode 0o666 so the kernel applies the umask, as for any new file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -64,19 +94,23 @@ def block_buffer() -> bytearray:
     return buf
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """sha256 and size of a file, read in large blocks (hashlib releases the GIL)."""
+def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """sha256 and size of a file, read in large blocks (hashlib releases the GIL).
+
+    `progress(n)` is called after each block of `n` bytes (verify's progress bar, and its
+    way to stop: a `Cancelled` raised there ends the hash)."""
+    import hashlib  # here, not at the top: a sync with nothing to do never hashes
+
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb", buffering=0) as fh:
         buf = block_buffer()
         view = memoryview(buf)
-        while True:
-            n = fh.readinto(buf)
-            if not n:
-                break
+        while n := fh.readinto(buf):
             digest.update(view[:n])
             size += n
+            if progress is not None:
+                progress(n)
     return digest.hexdigest(), size
 
 
@@ -115,6 +149,26 @@ class LockRecord:
             version=int(data["version"]) if data.get("version") is not None else None,
         )
 
+    @classmethod
+    def from_sidecar(cls, data: dict[str, Any]) -> LockRecord:
+        """The record a sidecar keeps (its `source_url` is the lock's `url`)."""
+        return cls.from_json({**data, "url": data["source_url"]})
+
+
+def sidecar_name(file: str) -> str:
+    """`x.pdf` -> `x.json`: the metadata sidecar beside a library file."""
+    return os.path.splitext(file)[0] + ".json"
+
+
+def _sidecar_token(record: LockRecord) -> str:
+    """What the stat cache keeps for a sidecar found good: the hash it was checked against."""
+    return "sidecar " + record.sha256
+
+
+def stat_key(st: os.stat_result) -> list[int]:
+    """What the stat cache compares: any write, rename or chmod changes one of these."""
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
 
 def read_lock(path: Path) -> dict[str, LockRecord]:
     """Read `manifest.lock`; a missing file is an empty lock."""
@@ -151,7 +205,9 @@ def write_lock(path: Path, records: dict[str, LockRecord]) -> None:
 # --- file names ------------------------------------------------------------------------
 
 _UNSAFE = re.compile(r"[^\w.+-]+", re.UNICODE)
-_RESERVED = {
+# device names Windows will not create a file under, whatever the extension; manifest.py
+# refuses them as entry names, safe_component steps around them
+RESERVED_NAMES = {
     "con",
     "prn",
     "aux",
@@ -172,7 +228,7 @@ def safe_component(text: str) -> str:
         text = encoded.decode("utf-8", errors="ignore").rstrip("._-")
     if not text:
         text = "untitled"
-    if text.split(".")[0].lower() in _RESERVED:
+    if text.split(".")[0].lower() in RESERVED_NAMES:
         text = "_" + text
     return text
 
@@ -224,6 +280,7 @@ class Library:
         self._cache_path = self.state / "stat-cache.json"
         self._cache: dict[str, list[Any]] | None = None
         self._cache_dirty = False
+        self._cache_lock = threading.Lock()  # both fetch lanes remember and forget
 
     def ensure(self) -> None:
         """Create the library and its state folders; refuse state that links elsewhere."""
@@ -264,44 +321,74 @@ class Library:
         except OSError:
             return False
 
-    # stat cache: (size, mtime_ns) -> sha256, so an unchanged file is not re-hashed
+    # stat cache: file -> [size, mtime_ns, ino, ctime_ns, sha256], so an unchanged file is
+    # not re-hashed. ctime moves on every write, rename and chmod and cannot be set back
+    # from user space, so a file rewritten with its size and mtime restored is still seen.
 
-    def _load_cache(self) -> dict[str, list[Any]]:
-        if self._cache is None:
-            try:
-                self._cache = json.loads(self._cache_path.read_bytes())
-                if not isinstance(self._cache, dict):
-                    self._cache = {}
-            except (OSError, ValueError):
-                self._cache = {}
-        return self._cache
+    def load_cache(self) -> dict[str, list[Any]]:
+        """The stat cache, read once. A sync calls it before its fetch lanes start."""
+        with self._cache_lock:
+            if self._cache is None:
+                try:
+                    loaded = json.loads(self._cache_path.read_bytes())
+                except (OSError, ValueError):
+                    loaded = {}
+                self._cache = loaded if isinstance(loaded, dict) else {}
+            return self._cache
 
     def cached_hash(self, file: str, st: os.stat_result) -> str | None:
-        hit = self._load_cache().get(file)
-        if hit and len(hit) == 3 and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+        cache = self.load_cache()
+        hit = cache.get(file)
+        if not isinstance(hit, list):
+            return None
+        if len(hit) == 5 and hit[:4] == stat_key(st):
+            return str(hit[4])
+        if len(hit) == 3 and hit[:2] == [st.st_size, st.st_mtime_ns]:
+            # written by fetcher before 0.2 (size, mtime only): trusted once and upgraded,
+            # so a large library is not re-hashed in full after an update of fetcher
+            with self._cache_lock:
+                cache[file] = [*stat_key(st), hit[2]]
+                self._cache_dirty = True
             return str(hit[2])
         return None
 
-    def remember(self, file: str, sha256: str) -> None:
-        """Record the hash of a file as it is on disk now."""
+    def remember(self, file: str, sha256: str, before: os.stat_result | None = None) -> None:
+        """Record the hash of a library file as it is on disk now.
+
+        `before` is the stat taken before the file was hashed: if the file changed while
+        it was read (another stat now), the hash may describe neither version and is not
+        kept; the next look hashes the file again.
+        """
         try:
-            st = os.stat(self.root / file)
+            now = os.lstat(os.path.join(self.root, file))  # a str join: 10,000 calls in verify
         except OSError:
+            self.forget(file)
             return
-        self._load_cache()[file] = [st.st_size, st.st_mtime_ns, sha256]
-        self._cache_dirty = True
+        if before is not None and stat_key(before) != stat_key(now):
+            self.forget(file)
+            return
+        cache = self.load_cache()
+        entry = [*stat_key(now), sha256]
+        with self._cache_lock:
+            if cache.get(file) != entry:  # unchanged: nothing to write back
+                cache[file] = entry
+                self._cache_dirty = True
 
     def forget(self, file: str) -> None:
-        if self._load_cache().pop(file, None) is not None:
-            self._cache_dirty = True
+        cache = self.load_cache()
+        with self._cache_lock:
+            if cache.pop(file, None) is not None:
+                self._cache_dirty = True
 
     def save_cache(self) -> None:
-        if self._cache_dirty and self._cache is not None:
+        with self._cache_lock:
+            if not self._cache_dirty or self._cache is None:
+                return
             with contextlib.suppress(OSError):
                 atomic_write_json(self._cache_path, self._cache)
             self._cache_dirty = False
 
-    def current_hash(self, file: str, *, trust_cache: bool = True) -> tuple[str, int] | None:
+    def current_hash(self, file: str) -> tuple[str, int] | None:
         """(sha256, size) of a library file, from the stat cache when it is unchanged."""
         path = self.path_of(file)
         try:
@@ -310,16 +397,17 @@ class Library:
             return None
         if not stat.S_ISREG(st.st_mode):  # lstat: a link or a folder is not our file
             return None
-        if trust_cache:
-            cached = self.cached_hash(file, st)
-            if cached is not None:
-                return cached, st.st_size
+        cached = self.cached_hash(file, st)
+        if cached is not None:
+            return cached, st.st_size
         digest, size = hash_file(path)
-        self.remember(file, digest)
+        self.remember(file, digest, st)
         return digest, size
 
+    # sidecars: `<stem>.json` beside each file, with the entry's key and the file's hash
+
     def sidecar_path(self, file: str) -> Path:
-        return self.path_of(Path(file).stem + ".json")
+        return self.path_of(sidecar_name(file))
 
     def read_sidecar(self, file: str) -> dict[str, Any] | None:
         try:
@@ -330,6 +418,86 @@ class Library:
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+    def sidecar_record(self, file: str, key: str) -> LockRecord | None:
+        """The record the sidecar of `file` keeps, if it was written for `key` and `file`.
+
+        A sidecar is written after its file is committed and before the lock line, so
+        when the two disagree and the file matches the sidecar, the sidecar is newer."""
+        data = self.read_sidecar(file)
+        if data is None or data.get("key") != key or data.get("file") != file:
+            return None
+        try:
+            return LockRecord.from_sidecar(data)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def sidecar_problem(
+        self, file: str, key: str, record: LockRecord, *, trust_cache: bool = True
+    ) -> str | None:
+        """What is wrong with the sidecar of `record.file`, stored for `key`: None if it
+        describes exactly that file (key, file name, sha256, size), `SIDECAR_MISSING`, or
+        a description of the damage. A sidecar found good is remembered in the stat cache
+        (against the locked hash), so a sync with nothing to do reads no sidecar; verify
+        reads every one (`trust_cache=False`)."""
+        name = sidecar_name(file)
+        if not is_plain_name(name):
+            return f"unsafe file name {name!r}"
+        path = os.path.join(self.root, name)  # str, not Path: 10,000 calls in verify
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return SIDECAR_MISSING
+        except OSError as exc:
+            return f"cannot read it: {exc.strerror or exc}"
+        if not stat.S_ISREG(st.st_mode):
+            return "not a plain file (a link or a folder)"
+        known = self.cached_hash(name, st) == _sidecar_token(record)
+        if trust_cache and known:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                data = json.loads(fh.read())
+        except OSError as exc:
+            return f"cannot read it: {exc.strerror or exc}"
+        except ValueError:
+            return "not valid JSON"
+        if not isinstance(data, dict):
+            return "not a JSON object"
+        if data.get("key") != key:
+            return f"it names the entry {data.get('key')!r}, not {key!r}"
+        if data.get("file") != record.file:
+            return f"it describes the file {data.get('file')!r}, not {record.file!r}"
+        if data.get("sha256") != record.sha256 or data.get("size") != record.size:
+            return (
+                f"it records sha256 {str(data.get('sha256'))[:12]}…, the lock "
+                f"{record.sha256[:12]}…"
+            )
+        if not known:
+            self.remember(name, _sidecar_token(record), st)
+        return None
+
+    def remember_sidecar(self, record: LockRecord) -> None:
+        """The sidecar of `record.file` was just written for it: no need to read it back."""
+        self.remember(sidecar_name(record.file), _sidecar_token(record))
+
+    def sidecars(self, names: Iterable[str]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+        """(sidecar name, key, file, data) of each sidecar among `names` that names the
+        entry it was stored for and its file (`key` and `file`, the file's stem its own)."""
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            data = self.read_sidecar(name)
+            if data is None:
+                continue
+            key, file = data.get("key"), data.get("file")
+            if (
+                isinstance(key, str)
+                and isinstance(file, str)
+                and is_plain_name(file)
+                and Path(file).stem + ".json" == name
+            ):
+                yield name, key, file, data
 
     def files(self) -> Iterator[str]:
         """Names of the user-visible files in the library (not fetcher's own state)."""
@@ -375,3 +543,91 @@ class Names:
         sidecar = self.library.read_sidecar(file)
         owner = sidecar.get("key") if sidecar else None
         return owner is None or owner == key
+
+
+# --- the library lock ----------------------------------------------------------------------
+
+LIBRARY_LOCK = "sync.lock"  # in `.fetcher/`; the name filelock used, so old and new agree
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on `fd` if it is free; never blocks."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: another process (or descriptor) holds it
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def hold_library(
+    library: Library,
+    *,
+    wait: bool = True,
+    cancel: threading.Event | None = None,
+    on_wait: Callable[[], None] | None = None,
+    poll: float = 0.1,
+) -> Iterator[None]:
+    """Hold the library for one sync or verify, so neither sees the other's half-done work.
+
+    Free: taken at once. Held by another process and `wait` false: `LibraryBusy` (exit
+    75). Else `on_wait()` once, then it is taken as soon as it is free, or `Cancelled`
+    when `cancel` is set meanwhile. The lock is an OS lock on an open file: the kernel
+    drops it when its process ends, so a killed sync never leaves the library locked.
+    The state folder must exist (`Library.ensure`).
+    """
+    from .errors import Cancelled, LibraryBusy
+
+    path = library.state / LIBRARY_LOCK
+    try:
+        # O_NOFOLLOW: a link planted here must not make us open a file elsewhere
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot open the library lock {path}: {exc.strerror or exc}; check the "
+            "permissions of the library folder"
+        ) from None
+    try:
+        if not _try_lock(fd):
+            if not wait:
+                raise LibraryBusy(
+                    f"another fetcher sync is running on {library.root}; retry later or "
+                    "drop --no-wait to wait for it"
+                )
+            if on_wait is not None:
+                on_wait()
+            stop = cancel or threading.Event()
+            while not _try_lock(fd):
+                if stop.wait(poll):
+                    raise Cancelled("cancelled while waiting for another sync")
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+# --- the catalog's files ----------------------------------------------------------------------
+
+INDEX_MD = "index.md"
+INDEX_HTML = "index.html"
+
+
+def catalog_is_fresh(library_root: Path, manifest_path: Path) -> bool:
+    """Both catalog files exist and are newer than the manifest (tags, order and titles
+    live there). Here, not in `catalog`, so a sync with nothing to do need not import it."""
+    try:
+        html_time = (library_root / INDEX_HTML).stat().st_mtime_ns
+        md_time = (library_root / INDEX_MD).stat().st_mtime_ns
+        manifest_time = manifest_path.stat().st_mtime_ns
+    except OSError:
+        return False
+    return min(html_time, md_time) >= manifest_time

@@ -6,7 +6,6 @@ bad manifest stops the run before any request is made (exit 2).
 
 from __future__ import annotations
 
-import difflib
 import re
 import string
 import sys
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 
 from . import ids
 from .errors import InvalidArxivId, ManifestError
+from .library import RESERVED_NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,13 +62,10 @@ class Settings:
 
     @property
     def arxiv_hosts(self) -> frozenset[str]:
-        """Hosts that count as arXiv for politeness: the configured ones and arXiv's own."""
-        hosts = {"arxiv.org", "export.arxiv.org", "www.arxiv.org"}
-        for url in (self.arxiv_api, self.arxiv_pdf):
-            host = urlsplit(url).netloc.lower()
-            if host:
-                hosts.add(host)
-        return frozenset(hosts)
+        """Host names that count as arXiv for politeness: arXiv's own and the configured
+        ones (as `ids.hostname` gives them; the client also treats any *.arxiv.org so)."""
+        configured = {ids.hostname(url) for url in (self.arxiv_api, self.arxiv_pdf)}
+        return ids.ARXIV_HOSTS | (configured - {""})
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,12 @@ class Manifest:
 
     @property
     def lock_path(self) -> Path:
-        return self.path.parent / LOCK_NAME
+        """The lock beside the manifest, named after it: `manifest.toml` -> `manifest.lock`,
+        `ml.toml` -> `ml.lock`, so two manifests in one folder keep two locks."""
+        name = self.path.stem + ".lock"
+        if name == self.path.name:  # a manifest itself named `x.lock`
+            name = self.path.name + ".lock"
+        return self.path.parent / (name if self.path.stem else LOCK_NAME)
 
     @property
     def library(self) -> Path:
@@ -159,6 +161,8 @@ class _Lines:
 
 
 def _suggest(word: str, options: tuple[str, ...] | list[str]) -> str:
+    import difflib  # only when an error hint is built: a valid manifest never needs it
+
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if close:
         return f" (did you mean {close[0]!r}?)"
@@ -233,13 +237,26 @@ def read_text(path: Path) -> str:
 
 
 def load(path: str | Path = DEFAULT_NAME) -> Manifest:
-    """Read, parse and validate a manifest file."""
+    """Read, parse and validate a manifest file, and check that its library can be a folder.
+
+    The library check looks at the file system, so it lives here and not in `loads`.
+    """
     path = Path(path).absolute()
-    return loads(read_text(path), path)
+    text = read_text(path)
+    manifest = loads(text, path)
+    problem = _library_problem(manifest.library)
+    if problem:
+        lines = _Lines(text)
+        line = lines.key(lines.settings, "library")
+        raise ManifestError(f"[settings] library: {problem}", path, line)
+    return manifest
 
 
 def loads(text: str, path: str | Path = DEFAULT_NAME) -> Manifest:
-    """Parse and validate manifest text; `path` locates the library and names errors."""
+    """Parse and validate manifest text; `path` locates the library and names errors.
+
+    Pure: nothing on disk is looked at (`load` also checks the library folder).
+    """
     path = Path(path).absolute()
     try:
         data = tomllib.loads(text)
@@ -273,7 +290,7 @@ def loads(text: str, path: str | Path = DEFAULT_NAME) -> Manifest:
             )
         seen_keys[entry.key] = entry.line
         if entry.url is not None:
-            same = _url_identity(entry.url)
+            same = url_identity(entry.url)
             if same in seen_urls:
                 raise ManifestError(
                     f"the same URL twice (first at line {seen_urls[same]}): {entry.url}; "
@@ -321,9 +338,6 @@ def _settings(raw: Any, path: Path, lines: _Lines) -> Settings:
     if _has_control(values["library"]):
         raise fail("library", f"must not contain control characters, found {values['library']!r}")
     library = (path.parent / values["library"]).absolute()
-    problem = _library_problem(library)
-    if problem:
-        raise fail("library", problem)
     return Settings(
         library=library,
         arxiv_api=values["arxiv_api"],
@@ -336,8 +350,11 @@ def _settings(raw: Any, path: Path, lines: _Lines) -> Settings:
     )
 
 
-def _url_identity(url: str) -> str:
-    """What makes two URLs the same download: case of scheme and host, fragment ignored."""
+def url_identity(url: str) -> str:
+    """What makes two URLs the same download: case of scheme and host, fragment ignored.
+
+    Public so that `fetcher add` finds duplicates exactly as validation does.
+    """
     parts = urlsplit(url)
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path or '/'}?{parts.query}"
 
@@ -373,6 +390,45 @@ def _check_url(url: str, fail: Any) -> None:
         raise fail(f"expected an http or https URL, found {url!r}")
     if not host:
         raise fail(f"expected a URL with a host, found {url!r}")
+    problem = _host_problem(url, parts.netloc)
+    if problem:
+        raise fail(f"expected a URL with a valid host name, found {url!r}: {problem}")
+
+
+# what the idna codec accepts from an ASCII name: labels of 1-63, the last may be empty
+_ASCII_HOST = re.compile(r"(?:[^.]{1,63}\.)*[^.]{0,63}")
+
+
+def _host_problem(url: str, netloc: str) -> str | None:
+    """Why the client could not send a request to this URL's host name, or None.
+
+    The resolver encodes the name with Python's idna codec (every label 1 to 63 characters,
+    only the last one may be empty); an international or `xn--` name also goes through the
+    `idna` package inside httpx, which is loaded for those rare names only.
+    """
+    if "[" in netloc:  # an IPv6 literal; urlsplit has checked its brackets
+        return None
+    host = netloc.rpartition("@")[2]
+    host = host.rpartition(":")[0] if ":" in host else host
+    plain = host.isascii() and "xn--" not in host.lower()
+    if plain and _ASCII_HOST.fullmatch(host):  # the common case, at 10,000 entries too
+        return None
+    if not plain:
+        import httpx  # rare names only: exactly what the client will do with them
+
+        try:
+            host = httpx.URL(url).raw_host.decode("ascii")
+            httpx.URL(url).host  # noqa: B018 - decodes `xn--` labels; raises if they are bad
+        except (httpx.InvalidURL, ValueError) as exc:  # idna.IDNAError is a ValueError
+            return f"not a valid international host name ({exc})"
+    labels = host.split(".")
+    for label in labels[:-1]:
+        if not label:
+            return "the host name has an empty label (a leading dot or '..')"
+    for label in labels:
+        if len(label) > 63:
+            return f"the host name part {label[:20]!r}... is {len(label)} characters; at most 63"
+    return None
 
 
 def _check_pdf_template(template: str, fail: Any) -> None:
@@ -497,16 +553,6 @@ def _entry(raw: Any, index: int, path: Path, lines: _Lines) -> Entry:
     raise fail('has no source: give `arxiv = "ID"` or `url = "https://..."` with a `name`')
 
 
-_RESERVED = {
-    "con",
-    "prn",
-    "aux",
-    "nul",
-    *(f"com{i}" for i in range(10)),
-    *(f"lpt{i}" for i in range(10)),
-}
-
-
 def check_name(name: str, fail: Any) -> None:
     """A name becomes a file stem, so it must be one plain path component."""
     if name in (".", ".."):
@@ -519,7 +565,7 @@ def check_name(name: str, fail: Any) -> None:
         raise fail(f"name {name!r} must not start with a dot")
     if not _NAME_RE.fullmatch(name):
         raise fail(f"name {name!r} may only use letters, digits, '.', '_' and '-'")
-    if name.split(".")[0].lower() in _RESERVED:
+    if name.split(".")[0].lower() in RESERVED_NAMES:
         raise fail(f"name {name!r} is reserved on Windows; pick another")
     if len(name) > 120:
         raise fail(f"name is {len(name)} characters long; keep it under 120")

@@ -1,22 +1,22 @@
 """`fetcher status`: what the library holds, entry by entry, from local state alone.
 
-The state of an entry is read from `manifest.lock`, the files and the stat cache (so a
-status of a large library costs no hashing unless a file changed). Nothing is written.
-Only `--check-updates` goes to the network: one batched arXiv API request (per 100
-papers) that says which papers have a newer version than the one in the library.
+The state of an entry is read from the manifest's lock, the files, the sidecars and the
+stat cache (so a status of a large library costs no hashing unless a file changed), with
+the same rules as a sync's plan (`plan.known_record`). Nothing is written. Only
+`--check-updates` goes to the network: one batched arXiv API request (per 100 papers)
+that says which papers have a newer version than the one in the library.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import Cancelled, FetcherError
-from .library import Library, LockRecord, read_lock
+from .library import SIDECAR_MISSING, Library, LockRecord, read_lock, sidecar_name
 from .manifest import Entry, Manifest
+from .plan import known_record
 
 if TYPE_CHECKING:
     import httpx
@@ -108,13 +108,15 @@ class StatusReport:
 
 @dataclass(frozen=True)
 class Orphan:
-    """Files fetcher stored for an entry that is no longer in the manifest."""
+    """Files fetcher stored for an entry that is no longer in the manifest, or older files
+    of an entry that still is (`leftover`: an earlier version or file name)."""
 
     key: str
     kind: str
     files: tuple[str, ...]  # the paper and/or its sidecar, as present on disk
     version: int | None = None
     size: int | None = None
+    leftover: bool = False
 
 
 def _present(library: Library, name: str) -> bool:
@@ -124,24 +126,41 @@ def _present(library: Library, name: str) -> bool:
         return False
 
 
+def _with_sidecar(file: str) -> tuple[str, str]:
+    return file, sidecar_name(file)
+
+
 def orphans(
-    library: Library, manifest_keys: Iterable[str], lock: dict[str, LockRecord]
+    library: Library,
+    manifest_keys: Iterable[str],
+    lock: dict[str, LockRecord],
+    *,
+    other_keys: Iterable[str] = (),
+    other_files: Iterable[str] = (),
 ) -> list[Orphan]:
-    """Files of entries that left the manifest, found through the lock or their sidecars.
+    """Files of entries that left the manifest, found through the lock or their sidecars,
+    and files of entries still in it that the lock no longer names (an older version).
 
     Only what fetcher itself stored counts: a lock record's file, or a paper named by a
     sidecar (`key` and `file` fields) beside it. A file the user put in the library is
-    never an orphan, so `sync --prune` cannot delete it.
+    never an orphan, so `sync --prune` cannot delete it; neither is a key or a file of
+    another manifest that uses the same library (`other_keys`, `other_files`).
     """
     keys = set(manifest_keys)
-    owned: set[str] = set()
+    foreign = set(other_keys)
+    owned: set[str] = set(other_files)
     for key, record in lock.items():
         if key in keys:
-            owned.update((record.file, Path(record.file).stem + ".json"))
+            owned.update(_with_sidecar(record.file))
     found: dict[str, dict[str, Any]] = {}
 
-    def add(key: str, kind: str, names: Iterable[str], version: Any, size: Any) -> None:
-        item = found.setdefault(key, {"kind": kind, "files": set(), "version": None, "size": None})
+    def add(
+        key: str, kind: str, names: Iterable[str], version: Any, size: Any, leftover: bool
+    ) -> None:
+        item = found.setdefault(
+            key,
+            {"kind": kind, "files": set(), "version": None, "size": None, "leftover": leftover},
+        )
         item["files"].update(n for n in names if n not in owned and _present(library, n))
         if item["version"] is None and isinstance(version, int):
             item["version"] = version
@@ -149,36 +168,35 @@ def orphans(
             item["size"] = size
 
     for key, record in lock.items():
-        if key not in keys:
+        if key not in keys and key not in foreign:
             add(
                 key,
                 record.kind,
-                (record.file, Path(record.file).stem + ".json"),
+                _with_sidecar(record.file),
                 record.version,
                 record.size,
+                False,
             )
-    for name in library.files():
-        if not name.endswith(".json") or name in owned:
+    candidates = (n for n in library.files() if n.endswith(".json") and n not in owned)
+    for name, owner, file, data in library.sidecars(candidates):
+        if owner in foreign:
             continue
-        try:
-            data = json.loads((library.root / name).read_bytes())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict):
-            continue
-        owner, file = data.get("key"), data.get("file")
-        if not isinstance(owner, str) or not isinstance(file, str):
-            continue
-        if Path(file).stem + ".json" != name or owner in keys:
-            continue
-        add(owner, str(data.get("kind", "?")), (file, name), data.get("version"), data.get("size"))
+        if owner in keys and owner not in lock:
+            continue  # the lock lost it: a sync takes it back, it is no leftover
+        kind = str(data.get("kind", "?"))
+        add(owner, kind, (file, name), data.get("version"), data.get("size"), owner in keys)
     result = []
     for key in sorted(found):
         item = found[key]
         if item["files"]:
             result.append(
                 Orphan(
-                    key, item["kind"], tuple(sorted(item["files"])), item["version"], item["size"]
+                    key,
+                    item["kind"],
+                    tuple(sorted(item["files"])),
+                    item["version"],
+                    item["size"],
+                    item["leftover"],
                 )
             )
     return result
@@ -188,19 +206,14 @@ def orphans(
 
 
 def _entry_status(
-    entry: Entry, record: LockRecord | None, library: Library, template: str
+    entry: Entry, record: LockRecord | None, library: Library, template: str, lock_name: str
 ) -> EntryStatus:
-    from .sync import _record_from_sidecar, _template_needs_meta, default_file
-
     pinned_version = entry.arxiv.version if entry.arxiv else None
     pinned = pinned_version is not None
     notes: list[str] = []
-    if record is not None and record.kind != entry.kind:
-        record = None
-    if record is None and not _template_needs_meta(template):
-        record = _record_from_sidecar(library, entry, default_file(entry, template))
-        if record is not None:
-            notes.append("not in manifest.lock; `fetcher sync` adds it from the sidecar")
+    record, from_sidecar = known_record(entry, record, library, template)
+    if from_sidecar:
+        notes.append(f"not in {lock_name}; `fetcher sync` adds it from the sidecar")
     if record is None:
         return EntryStatus(
             entry.key, entry.kind, "never synced", version=pinned_version, pinned=pinned
@@ -210,13 +223,23 @@ def _entry_status(
     if entry.kind == "url" and record.url != entry.url:
         notes.append("the manifest's url changed; `fetcher sync` fetches it again")
     if entry.sha256 and entry.sha256 != record.sha256:
-        notes.append("the manifest's sha256 pin differs from the lock; `fetcher sync` refetches")
+        notes.append(
+            f"the manifest's sha256 pin differs from {lock_name}; `fetcher sync` refetches"
+        )
     state: State
     try:
         current = library.current_hash(record.file)
     except (FetcherError, OSError) as exc:
         current = None
         notes.append(str(exc))
+    if current is not None and current != (record.sha256, record.size):
+        newer = library.sidecar_record(record.file, entry.key)
+        if newer is not None and newer.kind == entry.kind and (newer.sha256, newer.size) == current:
+            record = newer  # stored, and its sidecar written, but not its lock line
+            notes.append(
+                f"newer than {lock_name} (a sync stopped before writing it); "
+                "`fetcher sync` records it"
+            )
     if current is None:
         state = "missing"
     elif current != (record.sha256, record.size):
@@ -224,8 +247,11 @@ def _entry_status(
         notes.append(f"{current[1]:,} bytes on disk, sha256 {current[0][:12]}…")
     else:
         state = "present"
-        if not library.sidecar_path(record.file).exists():
+        problem = library.sidecar_problem(record.file, entry.key, record)
+        if problem == SIDECAR_MISSING:
             notes.append("metadata sidecar missing; `fetcher sync` rewrites it")
+        elif problem is not None:
+            notes.append(f"metadata sidecar damaged ({problem}); `fetcher sync` rewrites it")
     return EntryStatus(
         entry.key,
         entry.kind,
@@ -240,14 +266,27 @@ def _entry_status(
 
 def compute(manifest: Manifest, lock: dict[str, LockRecord] | None = None) -> StatusReport:
     """The status of every entry, from local state only (no network, nothing written)."""
+    from .owners import others
+
     library = Library(manifest.library)
     if lock is None:
         lock = read_lock(manifest.lock_path)
     template = manifest.settings.filename
+    lock_name = manifest.lock_path.name
     keys = [e.key for e in manifest.entries]
-    entries = [_entry_status(e, lock.get(e.key), library, template) for e in manifest.entries]
-    for orphan in orphans(library, keys, lock):
+    entries = [
+        _entry_status(e, lock.get(e.key), library, template, lock_name) for e in manifest.entries
+    ]
+    other = others(library, manifest)
+    found = orphans(library, keys, lock, other_keys=other.keys, other_files=other.files)
+    for orphan in found:
         paper = next((f for f in orphan.files if not f.endswith(".json")), orphan.files[0])
+        note = "kept; `fetcher sync --prune` deletes it"
+        if orphan.leftover:
+            note = (
+                f"an older file of {orphan.key}, which the manifest still lists; "
+                "`fetcher sync --prune` deletes it"
+            )
         entries.append(
             EntryStatus(
                 orphan.key,
@@ -256,7 +295,7 @@ def compute(manifest: Manifest, lock: dict[str, LockRecord] | None = None) -> St
                 paper,
                 orphan.version,
                 size=orphan.size,
-                notes=("kept; `fetcher sync --prune` deletes it",),
+                notes=(note,),
             )
         )
     return StatusReport(
@@ -267,6 +306,16 @@ def compute(manifest: Manifest, lock: dict[str, LockRecord] | None = None) -> St
     )
 
 
+@dataclass
+class UpdateCheck:
+    """What `--check-updates` learnt: the latest version of each id that came back, the
+    requests it took, and the error of each id whose batch gave up."""
+
+    versions: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    failed: dict[str, FetcherError] = field(default_factory=dict)
+
+
 def latest_versions(
     manifest: Manifest,
     bases: Iterable[str],
@@ -274,38 +323,31 @@ def latest_versions(
     transport: httpx.BaseTransport | None = None,
     clock: Clock | None = None,
     policy: Policy | None = None,
-) -> tuple[dict[str, int], int]:
+) -> UpdateCheck:
     """The latest arXiv version of each id, in one API request per 100 ids.
 
-    Returns the versions by id and the number of requests made. The request passes the
-    same politeness gate as a sync, shared with any sync running on the library.
+    Each batch is retried on its own (`session.ask_metadata`): one that fails after its
+    retries costs only its own ids. The requests pass the same politeness gate as a
+    sync, shared with any sync running on the library.
     """
-    from .arxiv_api import fetch_metadata
-    from .http import Http, retrying
     from .ids import parse
+    from .session import ask_metadata, open_http
 
     wanted = [parse(b) for b in sorted(set(bases))]
     if not wanted:
-        return {}, 0
-    settings = manifest.settings
+        return UpdateCheck()
     state = Library(manifest.library).state
-    http = Http(
-        arxiv_hosts=settings.arxiv_hosts,
-        arxiv_interval=settings.arxiv_interval,
-        host_interval=settings.host_interval,
-        contact=settings.contact,
-        state_dir=state if state.is_dir() else None,
+    http = open_http(
+        manifest.settings,
+        state if state.is_dir() else None,
         clock=clock,
         policy=policy,
         transport=transport,
     )
     with http:
-        metas = retrying(
-            lambda: fetch_metadata(http, settings.arxiv_api, wanted),
-            policy=http.policy,
-            clock=http.clock,
-        )
-        return {key: meta.version for key, meta in metas.items()}, http.request_count
+        result = ask_metadata(http, manifest.settings.arxiv_api, wanted)
+        versions = {key: meta.version for key, meta in result.found.items()}
+        return UpdateCheck(versions, http.request_count, result.failed)
 
 
 def status(
@@ -328,14 +370,20 @@ def status(
     by_key = manifest.by_key()
     bases = [e.arxiv.base for e in manifest.entries if e.arxiv is not None]
     try:
-        latest, report.requests = latest_versions(
-            manifest, bases, transport=transport, clock=clock, policy=policy
-        )
+        check = latest_versions(manifest, bases, transport=transport, clock=clock, policy=policy)
     except Cancelled:
         raise
     except FetcherError as exc:
         report.update_error = str(exc)
         return report
+    report.requests = check.requests
+    if check.failed:
+        errors = list(dict.fromkeys(str(e) for e in check.failed.values()))
+        asked = len(set(bases))
+        report.update_error = (
+            f"{len(check.failed)} of {asked} papers could not be checked: {'; '.join(errors)}"
+        )
+    latest = check.versions
     updated = []
     for item in report.entries:
         entry = by_key.get(item.key)
@@ -349,6 +397,11 @@ def status(
             notes = item.notes
             if entry.arxiv is not None and entry.arxiv.version is not None:
                 notes += (f"pinned to v{entry.arxiv.version}; `sync --upgrade` keeps the pin",)
+            elif entry.sha256:
+                notes += (
+                    "its sha256 pin holds this version; `sync --upgrade` keeps it (change "
+                    "or remove the pin to upgrade)",
+                )
             item = replace(item, newer=newest, notes=notes)
         updated.append(item)
     report.entries = updated

@@ -1,9 +1,11 @@
 """`fetcher sync`: plan what the library lacks, fetch it politely, commit it, report.
 
-Decide, then act. The plan reads only local state (lock, sidecars, stat cache), so a
-library that is complete costs no request and no heavy import. The fetch runs two lanes
-side by side: arXiv (strictly one request at a time, metadata batched first) and every
-other host (a few at once), so direct URLs never wait behind forty arXiv PDFs.
+Decide, then act. The plan (`plan.py`) reads only local state (lock, sidecars, stat
+cache), so a library that is complete costs no request and no heavy import. The fetch
+runs two lanes side by side: arXiv (strictly one request at a time, metadata batched
+first) and every other host (a few at once), so direct URLs never wait behind forty
+arXiv PDFs. Repairs that need no network (a missing or damaged sidecar) are done first,
+without building a client at all.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,11 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__
 from .errors import (
+    INTERRUPTED,
     Blocked,
     Cancelled,
-    EntryError,
     FetcherError,
-    LibraryBusy,
     LockedError,
     NotFound,
     UsageError,
@@ -35,22 +35,38 @@ from .library import (
     LockRecord,
     Names,
     atomic_write_json,
+    catalog_is_fresh,
+    hold_library,
     read_lock,
-    render_stem,
     write_lock,
 )
 from .manifest import Entry, Manifest
+from .plan import Plan, default_file, make_plan, plan_entry, select
 
 if TYPE_CHECKING:
     import httpx
 
-    from .arxiv_api import PaperMeta
+    from .arxiv_api import Metadata, PaperMeta
     from .download import Downloader, Fetched
     from .http import Clock, Http, Policy
+    from .status import Orphan
+
+__all__ = [
+    "EntryReport",
+    "Event",
+    "Options",
+    "Plan",
+    "ProgressCallback",
+    "Report",
+    "Syncer",
+    "default_file",
+    "make_plan",
+    "plan_entry",
+    "sync",
+]
 
 Status = Literal["downloaded", "skipped", "failed", "would-download"]
 ARXIV_SAFE_INTERVAL = 3.0
-INTERRUPTED = "interrupted; partial downloads are kept and resume next time"
 
 
 @dataclass
@@ -87,7 +103,8 @@ class Report:
     requests: int = 0
     warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
-    errors: list[str] = field(default_factory=list)  # not tied to one entry (--locked)
+    # not tied to one entry: --locked, a lock file that could not be written, --prune
+    errors: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)  # library files --prune deleted
 
     @property
@@ -144,21 +161,6 @@ class Options:
     wait: bool = True
 
 
-# --- the plan (local state only) -------------------------------------------------------
-
-
-@dataclass
-class Plan:
-    """What to do for one entry, decided from local state alone."""
-
-    entry: Entry
-    action: Literal["skip", "fetch", "meta"]
-    reason: str
-    record: LockRecord | None = None
-    file: str | None = None
-    version: int | None = None  # the arXiv version to fetch when already known
-
-
 def _relpath(path: Path, base: Path) -> str:
     try:
         return os.path.relpath(path, base)
@@ -166,126 +168,28 @@ def _relpath(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _record_from_sidecar(library: Library, entry: Entry, file: str) -> LockRecord | None:
-    data = library.read_sidecar(file)
-    if not data or data.get("key") != entry.key:
-        return None
-    try:
-        return LockRecord(
-            kind=entry.kind,
-            file=file,
-            url=str(data["source_url"]),
-            sha256=str(data["sha256"]),
-            size=int(data["size"]),
-            version=int(data["version"]) if data.get("version") is not None else None,
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
+def _internal(exc: BaseException) -> FetcherError:
+    """An exception fetcher did not expect (a bug, or a library raising what it should
+    not): it fails the one entry it hit, with a line worth reporting."""
+    return FetcherError(f"internal error: {type(exc).__name__}: {exc}; please report it")
 
 
-def default_file(entry: Entry, template: str, meta: PaperMeta | None = None) -> str:
-    """The library file name of an entry: the `filename` template plus the suffix."""
-    from .ids import stem_of
+def _storage(exc: OSError, where: Path) -> FetcherError:
+    from .download import storage_error
 
-    fields = {
-        "key": stem_of(entry.key),
-        "id": stem_of(meta.versioned_id if meta else entry.key),
-        "version": str(meta.version) if meta else "",
-        "title": (meta.title if meta else entry.title) or entry.key,
-        "first_author": (meta.authors[0].split()[-1] if meta and meta.authors else ""),
-        "year": meta.year if meta else "",
-    }
-    return render_stem(template, fields) + entry.suffix
+    return storage_error(exc, Path(exc.filename) if exc.filename else where)
 
 
-def _template_needs_meta(template: str) -> bool:
-    return any(f"{{{f}}}" in template for f in ("id", "version", "title", "first_author", "year"))
-
-
-def plan_entry(
-    entry: Entry,
-    record: LockRecord | None,
-    library: Library,
-    template: str,
-    *,
-    upgrade: bool = False,
-) -> Plan:
-    """Decide skip or fetch for one entry. Reads the disk, never the network."""
-    if record is not None and record.kind != entry.kind:
-        record = None
-    if record is not None:
-        if (
-            entry.kind == "arxiv"
-            and entry.arxiv
-            and entry.arxiv.version is not None
-            and (record.version != entry.arxiv.version)
-        ):
-            return Plan(entry, "fetch", "pinned version changed", None, None, entry.arxiv.version)
-        if entry.kind == "url" and record.url != entry.url:
-            return Plan(entry, "fetch", "url changed", None)
-        if entry.sha256 and record.sha256 != entry.sha256:
-            return Plan(entry, "fetch", "sha256 pin changed", record, record.file, record.version)
-    else:
-        # No lock line (first sync, or the lock was lost): the sidecar may know the file.
-        guess = None if _template_needs_meta(template) else default_file(entry, template)
-        if guess is not None:
-            record = _record_from_sidecar(library, entry, guess)
-        if record is None:
-            version = entry.arxiv.version if entry.arxiv else None
-            return Plan(entry, "fetch", "new", None, guess, version)
-
-    version = record.version
-    if entry.kind == "arxiv" and upgrade and entry.arxiv and entry.arxiv.version is None:
-        version = None  # ask the API for the latest
-    current = library.current_hash(record.file)
-    if current is None:
-        return Plan(entry, "fetch", "missing", record, record.file, version)
-    if current != (record.sha256, record.size):
-        return Plan(entry, "fetch", "damaged", record, record.file, version)
-    if upgrade and version is None and entry.kind == "arxiv":
-        return Plan(entry, "fetch", "upgrade check", record, record.file, None)
-    if not library.sidecar_path(record.file).exists():
-        return Plan(entry, "meta", "sidecar missing", record, record.file, record.version)
-    return Plan(entry, "skip", "present and intact", record, record.file, record.version)
-
-
-def make_plan(
-    manifest: Manifest,
-    lock: dict[str, LockRecord],
-    library: Library,
-    options: Options,
-) -> list[Plan]:
-    entries = _select(manifest, options.keys)
-    return [
-        plan_entry(e, lock.get(e.key), library, manifest.settings.filename, upgrade=options.upgrade)
-        for e in entries
-    ]
-
-
-def _select(manifest: Manifest, keys: Sequence[str]) -> list[Entry]:
-    if not keys:
-        return list(manifest.entries)
-    by_key = manifest.by_key()
-    chosen = []
-    for key in keys:
-        entry = by_key.get(key)
-        if entry is None:
-            from .errors import InvalidArxivId
-            from .ids import parse
-
-            with contextlib.suppress(InvalidArxivId):
-                entry = by_key.get(parse(key).key)
-        if entry is None:
-            raise UsageError(f"no entry {key!r} in {manifest.path.name}")
-        chosen.append(entry)
-    return chosen
-
-
-# --- acting --------------------------------------------------------------------------------
+# --- the lock file of a run ----------------------------------------------------------------
 
 
 class _LockBook:
-    """The lock records of a run, written atomically and not too often."""
+    """The lock records of a run, written atomically and not too often.
+
+    A write that fails (disk full, permissions) does not fail the entry whose file is
+    already stored: it becomes a run-level error (`errors`), and the sidecars let the next
+    sync rebuild the lines that did not reach the disk.
+    """
 
     def __init__(
         self,
@@ -299,17 +203,37 @@ class _LockBook:
         self.records = dict(records)
         self.original = dict(records)
         self.frozen = frozen  # --locked: the lock file is never written
+        self.errors: list[str] = []
         self._lock = threading.Lock()
         self._clock = clock
         self._last_write = 0.0
 
-    def set(self, key: str, record: LockRecord) -> None:
+    def _write(self) -> bool:
+        try:
+            write_lock(self.path, self.records)
+        except OSError as exc:
+            error = (
+                f"{_storage(exc, self.path)}; the files were stored, and the next sync "
+                f"records them in {self.path.name}"
+            )
+            if error not in self.errors:
+                self.errors.append(error)
+            return False
+        return True
+
+    def set(self, key: str, record: LockRecord, *, now: bool = False) -> bool:
+        """Record `key`; the file is written at most once a second, or at once with `now`.
+        False if that write failed."""
         with self._lock:
             self.records[key] = record
-            now = self._clock()
-            if not self.frozen and now - self._last_write >= 1.0:
-                write_lock(self.path, self.records)
-                self._last_write = now
+            if self.frozen:
+                return True
+            t = self._clock()
+            if now or t - self._last_write >= 1.0:
+                if not self._write():
+                    return False
+                self._last_write = t
+            return True
 
     def drop_missing(self, keys: Iterable[str]) -> None:
         keep = set(keys)
@@ -327,7 +251,10 @@ class _LockBook:
             if self.frozen:
                 return
             if self.changed or not self.path.exists():
-                write_lock(self.path, self.records)
+                self._write()
+
+
+# --- the run -------------------------------------------------------------------------------
 
 
 class Syncer:
@@ -359,48 +286,39 @@ class Syncer:
         self._report_lock = threading.Lock()
         self.reports: dict[str, EntryReport] = {}
         self.names = Names(self.library)
+        self._lane_errors: list[BaseException] = []
 
     # the public entry point
 
     def run(self) -> Report:
         if self.options.locked and self.options.upgrade:
             raise UsageError(
-                "--upgrade changes manifest.lock and --locked forbids that; run "
-                "`fetcher sync --upgrade` on its own and commit the lock"
+                f"--upgrade changes {self.manifest.lock_path.name} and --locked forbids "
+                "that; run `fetcher sync --upgrade` on its own and commit the lock"
             )
         if self.options.dry_run:
             return self._dry_run()
-        _select(self.manifest, self.options.keys)  # an unknown key: exit 2 before any write
+        select(self.manifest, self.options.keys)  # an unknown key: exit 2 before any write
         self.library.ensure()
-        from filelock import FileLock, Timeout
 
-        lock = FileLock(str(self.library.state / "sync.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if not self.options.wait:
-                raise LibraryBusy(
-                    f"another fetcher sync is running on {self.library.root}; "
-                    "retry later or drop --no-wait to wait for it"
-                ) from None
+        def on_wait() -> None:
             self.progress(Event("waiting", message="another sync holds the library; waiting"))
-            while True:
-                try:
-                    lock.acquire(timeout=0.5)
-                    break
-                except Timeout:
-                    if self.cancel.is_set():
-                        raise Cancelled("cancelled while waiting for another sync") from None
-        try:
+
+        with hold_library(
+            self.library, wait=self.options.wait, cancel=self.cancel, on_wait=on_wait
+        ):
             return self._run_locked()
-        finally:
-            lock.release()
+
+    def _make_plan(self, lock: dict[str, LockRecord]) -> list[Plan]:
+        plans = make_plan(
+            self.manifest, lock, self.library, self.options.keys, upgrade=self.options.upgrade
+        )
+        return self._assign_names(plans, lock)
 
     def _dry_run(self) -> Report:
         lock = read_lock(self.manifest.lock_path)
-        plans = self._assign_names(make_plan(self.manifest, lock, self.library, self.options), lock)
         report = Report([], dry_run=True)
-        for plan in plans:
+        for plan in self._make_plan(lock):
             status: Status = "skipped" if plan.action == "skip" else "would-download"
             report.entries.append(
                 EntryReport(
@@ -413,9 +331,10 @@ class Syncer:
                 )
             )
         if self.options.prune:
-            from .status import orphans
-
-            for orphan in orphans(self.library, (e.key for e in self.manifest.entries), lock):
+            found, refusal = self._orphans(lock)
+            if refusal:
+                report.errors.append(refusal)
+            for orphan in found:
                 report.pruned.extend(self._display(name) for name in orphan.files)
         return report
 
@@ -456,8 +375,9 @@ class Syncer:
                 file = self._claim(entry, plan.file)
                 recovered = None
                 if plan.reason != "url changed":  # else the sidecar describes the old URL
-                    recovered = _record_from_sidecar(self.library, entry, file)
-                if recovered is not None:  # the lock was lost; the sidecar knows the file
+                    recovered = self.library.sidecar_record(file, entry.key)
+                if recovered is not None and recovered.kind == entry.kind:
+                    # the lock was lost; the sidecar knows the file
                     plan = plan_entry(
                         entry,
                         recovered,
@@ -474,12 +394,18 @@ class Syncer:
         return file if self._shown_root == "." else os.path.join(self._shown_root, file)
 
     def _run_locked(self) -> Report:
+        warnings: list[str] = []
+        try:
+            from .owners import register
+
+            register(self.library, self.manifest)
+        except OSError as exc:  # only --prune and partial cleaning need it: not fatal
+            warnings.append(f"could not record this manifest in {self.library.state}: {exc}")
         self._clean_stale()
         lock = read_lock(self.manifest.lock_path)
-        plans = self._assign_names(make_plan(self.manifest, lock, self.library, self.options), lock)
+        plans = self._make_plan(lock)
         wall = self._clock.time if self._clock else time.time
         book = _LockBook(self.manifest.lock_path, lock, wall, frozen=self.options.locked)
-        warnings: list[str] = []
         if self.settings.arxiv_interval < ARXIV_SAFE_INTERVAL and any(
             p.entry.kind == "arxiv" and p.action != "skip" for p in plans
         ):
@@ -508,27 +434,40 @@ class Syncer:
             errors = self._lock_only_errors(lock)
         else:  # entries removed from the manifest leave the lock (their files stay)
             book.drop_missing(e.key for e in self.manifest.entries)
+        # sidecars rebuilt from what the library holds: no client, no request
+        local = [p for p in todo if self._sidecar_only(p)]
+        for plan in local:
+            self._guard(plan, self._rewrite_sidecar, plan)
+        remote = [p for p in todo if not self._sidecar_only(p)]
         requests = 0
-        if todo:
-            requests = self._fetch_all(todo, book)
+        if remote:
+            self.library.load_cache()  # before the lanes start: both of them remember
+            requests = self._fetch_all(remote, book)
         book.flush()
+        errors.extend(book.errors)
         self.library.save_cache()
         pruned: list[str] = []
         if self.options.prune and not errors:
             pruned = self._prune(book, errors)
-        from .catalog import refresh
+        changed = bool(todo) or book.changed
+        if changed or not catalog_is_fresh(self.library.root, self.manifest.path):
+            from .catalog import refresh
 
-        trouble = refresh(self.manifest, book.records, changed=bool(todo) or book.changed)
-        if trouble:
-            warnings.append(trouble)
-            self.progress(Event("warning", message=trouble))
-        ordered = [self.reports[p.entry.key] for p in plans]
-        return Report(
-            ordered, requests=requests, warnings=warnings, errors=errors, pruned=pruned
-        )
+            trouble = refresh(self.manifest, book.records, changed=True)
+            if trouble:
+                warnings.append(trouble)
+                self.progress(Event("warning", message=trouble))
+        ordered = []
+        for plan in plans:
+            report = self.reports.get(plan.entry.key)
+            if report is None:  # its lane died of a bug: say so, never drop the entry
+                cause = self._lane_errors[0] if self._lane_errors else RuntimeError("lost")
+                report = self._failed(plan, _internal(cause))
+            ordered.append(report)
+        return Report(ordered, requests=requests, warnings=warnings, errors=errors, pruned=pruned)
 
     # the only changes --locked allows: bring back the exact locked bytes or sidecar
-    LOCKED_REPAIRS = ("missing", "damaged", "sidecar missing")
+    LOCKED_REPAIRS = ("missing", "damaged", "sidecar missing", "sidecar damaged")
 
     def _refuse_unlocked(self, todo: list[Plan], lock: dict[str, LockRecord]) -> list[Plan]:
         """Under --locked only repairs to the locked state may run; the rest fail."""
@@ -566,18 +505,43 @@ class Syncer:
             "--locked and commit the lock"
         )
 
-    def _prune(self, book: _LockBook, errors: list[str]) -> list[str]:
-        """Delete what fetcher stored for entries no longer in the manifest; say which.
+    # --prune and stale partial files: never another manifest's
 
-        Only files the lock or a sidecar ties to a removed entry go; a file the user put
-        in the library is never touched (`status.orphans`).
-        """
+    def _orphans(self, lock: dict[str, LockRecord]) -> tuple[list[Orphan], str | None]:
+        """What --prune may delete, or why it must not run (another manifest that uses
+        the library cannot be read, so its files cannot be told from leftovers)."""
+        from .owners import others
         from .status import orphans
 
+        other = others(self.library, self.manifest)
+        if other.unreadable:
+            first = other.unreadable[0]
+            return [], (
+                f"--prune did nothing: {self.library.root} is also used by {first.path}, "
+                f"which cannot be read ({first.problem}); fix it, or delete it if it no "
+                "longer uses this library, and prune again"
+            )
+        found = orphans(
+            self.library,
+            (e.key for e in self.manifest.entries),
+            lock,
+            other_keys=other.keys,
+            other_files=other.files,
+        )
+        return found, None
+
+    def _prune(self, book: _LockBook, errors: list[str]) -> list[str]:
+        """Delete what fetcher stored for entries no longer in the manifest (and old files
+        of entries still in it); say which. Only files the lock or a sidecar ties to such
+        an entry go; a file the user put in the library, or one another manifest of the
+        library still has, is never touched (`status.orphans`, `owners`)."""
         known = dict(book.original)
         known.update(book.records)
+        found, refusal = self._orphans(known)
+        if refusal:
+            errors.append(refusal)
         removed = []
-        for orphan in orphans(self.library, (e.key for e in self.manifest.entries), known):
+        for orphan in found:
             for name in orphan.files:
                 try:
                     (self.library.root / name).unlink()
@@ -590,6 +554,35 @@ class Syncer:
                 removed.append(self._display(name))
         self.library.save_cache()
         return removed
+
+    def _clean_stale(self) -> None:
+        """Leftovers of dead runs (we hold the library lock): see `partial.clean_partials`.
+        A partial of a key another manifest of the library has is that manifest's."""
+        from .partial import clean_partials
+
+        foreign: list[frozenset[str] | None] = []
+
+        def keep_key(key: str) -> bool:
+            if not foreign:
+                from .owners import others
+
+                other = others(self.library, self.manifest)
+                foreign.append(None if other.unreadable else other.keys)
+            keys = foreign[0]
+            return keys is None or key in keys  # unreadable: keep every partial
+
+        lock_path = self.manifest.lock_path
+        clean_partials(
+            self.library.partial_dir,
+            [e.key for e in self.manifest.entries],
+            time.time(),  # file times are wall-clock times, whatever clock the run uses
+            temps=[
+                (self.library.root, ""),
+                (self.library.state, ""),
+                (lock_path.parent, lock_path.name),
+            ],
+            keep_key=keep_key,
+        )
 
     # reports
 
@@ -614,20 +607,70 @@ class Syncer:
     def _failed(self, plan: Plan, exc: BaseException) -> EntryReport:
         return EntryReport(plan.entry.key, plan.entry.kind, "failed", error=str(exc))
 
+    # sidecars rebuilt without a request
+
+    def _sidecar_only(self, plan: Plan) -> bool:
+        """A sidecar to rewrite from what the library holds: a url entry's always (its
+        sidecar is the lock's record plus the manifest's fields), an arXiv entry's when
+        the old sidecar still has the paper's metadata."""
+        if plan.action != "meta" or plan.record is None:
+            return False
+        return plan.entry.kind == "url" or self._sidecar_meta(plan) is not None
+
+    def _sidecar_meta(self, plan: Plan) -> PaperMeta | None:
+        """The arXiv metadata the sidecar of this entry still holds for its version."""
+        data = self.library.read_sidecar(plan.file) if plan.file else None
+        if not data or data.get("key") != plan.entry.key or data.get("version") != plan.version:
+            return None
+        from .arxiv_api import PaperMeta
+
+        try:
+            return PaperMeta.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def _rewrite_sidecar(self, plan: Plan) -> EntryReport:
+        entry, record = plan.entry, plan.record
+        assert record is not None
+        meta: dict[str, Any]
+        if entry.kind == "url":
+            meta = {"url": entry.url}
+            if entry.title:
+                meta["title"] = entry.title
+            old = self.library.read_sidecar(record.file) or {}
+            if old.get("key") == entry.key:  # what the server said last time, if known
+                for name in ("final_url", "content_type", "etag", "last_modified"):
+                    if old.get(name) is not None:
+                        meta[name] = old[name]
+            stamp = self.library.path_of(record.file).stat().st_mtime  # when it was stored
+        else:
+            paper = self._sidecar_meta(plan)
+            assert paper is not None
+            meta = paper.to_json()
+            stamp = None
+        self._write_sidecar(entry, record.file, record, meta, None, fetched_at=stamp)
+        return self._repaired(plan)
+
+    def _repaired(self, plan: Plan) -> EntryReport:
+        report = self._skipped(plan)
+        what = "damaged" if plan.reason == "sidecar damaged" else "missing"
+        report.warnings.append(f"metadata sidecar was {what}; rewritten")
+        return report
+
     # the two lanes
 
     def _fetch_all(self, todo: list[Plan], book: _LockBook) -> int:
+        from concurrent.futures import ThreadPoolExecutor
+
         from .download import Downloader
-        from .http import Http, Policy, SystemClock
+        from .http import Policy, SystemClock
+        from .session import open_http
 
         clock: Clock = self._clock or SystemClock(self.cancel)
         policy = self._policy or Policy()
-        http = Http(
-            arxiv_hosts=self.settings.arxiv_hosts,
-            arxiv_interval=self.settings.arxiv_interval,
-            host_interval=self.settings.host_interval,
-            contact=self.settings.contact,
-            state_dir=self.library.state,
+        http = open_http(
+            self.settings,
+            self.library.state,
             clock=clock,
             policy=policy,
             transport=self._transport,
@@ -650,22 +693,6 @@ class Syncer:
             self.library.save_cache()
         return http.request_count
 
-    def _clean_stale(self) -> None:
-        """Leftovers of dead runs (we hold the sync lock): see `download.clean_partials`."""
-        from .download import clean_partials
-
-        lock_path = self.manifest.lock_path
-        clean_partials(
-            self.library.partial_dir,
-            [e.key for e in self.manifest.entries],
-            time.time(),  # file times are wall-clock times, whatever clock the run uses
-            temps=[
-                (self.library.root, ""),
-                (self.library.state, ""),
-                (lock_path.parent, lock_path.name),
-            ],
-        )
-
     def _wait(self, futures: list[Any], http: Http) -> None:
         """Wait for the lanes; Ctrl-C (or `cancel` set by a caller) stops the workers:
         sleeps end at once and reads blocked on a socket are cut (`Http.abort`)."""
@@ -680,20 +707,21 @@ class Syncer:
                     except FutureTimeout:
                         if self.cancel.is_set():
                             http.abort()
+                    except Exception as exc:  # a lane died of a bug: its entries say so
+                        self._lane_errors.append(exc)
+                        break
         except KeyboardInterrupt:
             self.cancel.set()
             http.abort()
             for future in futures:
                 with contextlib.suppress(Exception):
                     future.result()
-            raise Cancelled(
-                "interrupted; partial downloads are kept and resume next time"
-            ) from None
+            raise Cancelled(INTERRUPTED) from None
         if self.cancel.is_set():
-            raise Cancelled("interrupted; partial downloads are kept and resume next time")
+            raise Cancelled(INTERRUPTED)
 
     def _guard(self, plan: Plan, fn: Callable[..., EntryReport], *args: Any) -> None:
-        """Run one entry; any fetcher error becomes a failed entry, the run goes on."""
+        """Run one entry; whatever goes wrong fails that entry, and the run goes on."""
         if self.cancel.is_set():
             return
         self.progress(Event("start", key=plan.entry.key))
@@ -701,15 +729,12 @@ class Syncer:
             report = fn(*args)
         except Cancelled:
             return
-        except EntryError as exc:
-            report = self._failed(plan, exc)
         except FetcherError as exc:
             report = self._failed(plan, exc)
         except OSError as exc:  # a disk problem outside the download (sidecar, lock file)
-            from .download import storage_error
-
-            where = Path(exc.filename) if exc.filename else self.library.root
-            report = self._failed(plan, storage_error(exc, where))
+            report = self._failed(plan, _storage(exc, self.library.root))
+        except Exception as exc:  # the last resort: one entry fails, not the whole run
+            report = self._failed(plan, _internal(exc))
         self._finish(plan, report)
 
     def _arxiv_lane(
@@ -717,26 +742,33 @@ class Syncer:
     ) -> None:
         if not plans:
             return
-
         metas: dict[str, PaperMeta] = {}
+        failed: dict[str, FetcherError] = {}
         need = [p for p in plans if self._needs_api(p)]
         if need:
             try:
-                metas = self._metadata(need, http)
+                result = self._metadata(need, http)
             except Cancelled:
                 return
-            except (EntryError, FetcherError) as exc:
+            except Exception as exc:  # FetcherError or a bug: those entries fail
+                error = exc if isinstance(exc, FetcherError) else _internal(exc)
                 for plan in need:
-                    self._finish(plan, self._failed(plan, exc))
-                plans = [p for p in plans if p not in need]
+                    self._finish(plan, self._failed(plan, error))
+                asked = {id(p) for p in need}
+                plans = [p for p in plans if id(p) not in asked]
+            else:
+                metas, failed = result.found, result.failed
         for plan in plans:
             if self.cancel.is_set():
                 return
             if http.blocked:
                 self._finish(plan, self._failed(plan, Blocked(http.blocked)))
                 continue
-            meta = metas.get(self._api_key(plan))
-            self._guard(plan, self._fetch_arxiv, plan, meta, http, downloader, book)
+            api_key = self._api_key(plan)
+            if api_key in failed:  # its metadata batch gave up: only its entries fail
+                self._finish(plan, self._failed(plan, failed[api_key]))
+                continue
+            self._guard(plan, self._fetch_arxiv, plan, metas.get(api_key), http, downloader, book)
 
     def _needs_api(self, plan: Plan) -> bool:
         """The API is asked only when the lock and the sidecar cannot say what to fetch."""
@@ -752,17 +784,13 @@ class Syncer:
             return str(plan.entry.arxiv.with_version(plan.version))
         return plan.entry.arxiv.base
 
-    def _metadata(self, plans: list[Plan], http: Http) -> dict[str, PaperMeta]:
-        from .arxiv_api import fetch_metadata
-        from .http import retrying
+    def _metadata(self, plans: list[Plan], http: Http) -> Metadata:
         from .ids import parse
+        from .session import ask_metadata
 
         wanted = [parse(self._api_key(p)) for p in plans]
-        return retrying(
-            lambda: fetch_metadata(http, self.settings.arxiv_api, wanted),
-            policy=http.policy,
-            clock=http.clock,
-            on_retry=self._on_retry("arXiv API"),
+        return ask_metadata(
+            http, self.settings.arxiv_api, wanted, on_retry=self._on_retry("arXiv API")
         )
 
     def _on_retry(self, key: str) -> Callable[[int, BaseException, float], None]:
@@ -806,9 +834,7 @@ class Syncer:
             file = self._claim(entry, default_file(entry, self.settings.filename, meta))
         if plan.action == "meta" and record is not None:
             self._write_sidecar(entry, file, record, meta.to_json(), None)
-            report = self._skipped(plan)
-            report.warnings.append("metadata sidecar was missing; rewritten")
-            return report
+            return self._repaired(plan)
         url = self.settings.arxiv_pdf.format(id=meta.versioned_id)
         return self._download(plan, url, file, meta.version, meta.to_json(), http, downloader, book)
 
@@ -834,12 +860,15 @@ class Syncer:
         downloader: Downloader,
         book: _LockBook,
     ) -> EntryReport:
-        from .download import commit
+        from .download import ResumeMismatch, commit
         from .http import retrying
 
         entry = plan.entry
         dest = self.library.path_of(file)
-        partial_name = file
+        old = plan.record
+        same_source = old is not None and old.url == url
+        # what the body should hash to: a resumed body that does not is fetched again
+        trusted = old.sha256 if old is not None and same_source else None
 
         def progress(received: int, expected: int | None) -> None:
             self.progress(Event("bytes", key=entry.key, received=received, expected=expected))
@@ -847,17 +876,27 @@ class Syncer:
         # one deadline for the entry: every attempt, backoff and body read fits in it
         deadline = http.clock.time() + http.policy.entry_deadline
 
-        def attempt() -> Fetched:
+        def fetch() -> Fetched:
             return downloader.fetch(
                 url,
-                partial_name,
+                file,
                 expect=entry.format,
                 max_size=self.settings.max_size,
                 pin=entry.sha256,
                 progress=progress,
                 key=entry.key,
                 deadline=deadline,
+                trusted=trusted,
             )
+
+        def attempt() -> Fetched:
+            try:
+                return fetch()
+            except ResumeMismatch as exc:
+                # the kept bytes were dropped: once more from zero, in the same attempt,
+                # before anything is believed about the source
+                self.progress(Event("retry", key=entry.key, message=f"{exc}; from the start"))
+                return fetch()
 
         fetched = retrying(
             attempt,
@@ -867,11 +906,9 @@ class Syncer:
             deadline=deadline,
         )
         warnings: list[str] = []
-        old = plan.record
-        same_source = old is not None and old.url == url
         if same_source and old is not None and old.sha256 != fetched.sha256 and not entry.sha256:
             if self.options.locked:
-                downloader.discard(partial_name)
+                downloader.discard(file)
                 raise LockedError(
                     f"{url} now hashes to {fetched.sha256[:12]}…, not {old.sha256[:12]}… as "
                     "locked (the source was rebuilt); --locked forbids the change. Sync "
@@ -887,7 +924,7 @@ class Syncer:
             or (old.file, old.sha256, old.size, old.version)
             != (file, fetched.sha256, fetched.size, version)
         ):
-            downloader.discard(partial_name)
+            downloader.discard(file)
             raise LockedError(
                 f"{entry.key}: the download ({file}, {fetched.size:,} bytes) does not match "
                 f"{self.manifest.lock_path.name}; --locked forbids the change. Sync without "
@@ -903,15 +940,20 @@ class Syncer:
             version=version,
         )
         self.library.remember(file, fetched.sha256)
-        self._write_sidecar(entry, file, record, meta, fetched)
-        if old is not None and old.file != file:
-            # an upgrade or a renamed template: the old file goes once the new one is in
-            with contextlib.suppress(OSError):
-                self.library.path_of(old.file).unlink()
-                if Path(old.file).stem != Path(file).stem:  # else it is the new sidecar
-                    self.library.sidecar_path(old.file).unlink()
-                self.library.forget(old.file)
-        book.set(entry.key, record)
+        # the sidecar before the lock line: after a crash in between, the sidecar tells
+        # the next sync that the file on disk is the new one (`plan_entry`)
+        try:
+            self._write_sidecar(entry, file, record, meta, fetched)
+        except OSError as exc:
+            warnings.append(
+                f"{_storage(exc, self.library.sidecar_path(file))}; the file is stored and "
+                "the next sync writes its metadata sidecar"
+            )
+        moved = old is not None and old.file != file
+        # an upgrade or a renamed template: the lock names the new file before the old
+        # one goes, so no crash can leave a lock naming a deleted file
+        if book.set(entry.key, record, now=moved) and old is not None and moved:
+            self._remove_old(old, file)
         return EntryReport(
             entry.key,
             entry.kind,
@@ -923,6 +965,17 @@ class Syncer:
             warnings=warnings,
         )
 
+    def _remove_old(self, old: LockRecord, new_file: str) -> None:
+        """The file (and sidecar) an entry had before: each step on its own, so a file the
+        user already deleted does not keep its sidecar forever."""
+        with contextlib.suppress(OSError):
+            self.library.path_of(old.file).unlink()
+        self.library.forget(old.file)
+        if Path(old.file).stem != Path(new_file).stem:  # else it is the new sidecar
+            with contextlib.suppress(OSError):
+                self.library.sidecar_path(old.file).unlink()
+            self.library.forget(Path(old.file).stem + ".json")
+
     def _write_sidecar(
         self,
         entry: Entry,
@@ -930,6 +983,8 @@ class Syncer:
         record: LockRecord,
         meta: dict[str, Any],
         fetched: Fetched | None,
+        *,
+        fetched_at: float | None = None,
     ) -> None:
         data: dict[str, Any] = {"key": entry.key, "kind": entry.kind, "file": file}
         data.update(meta)
@@ -942,14 +997,19 @@ class Syncer:
                 etag=fetched.etag,
                 last_modified=fetched.last_modified,
             )
+        when = datetime.now(timezone.utc)
+        if fetched_at is not None:
+            when = datetime.fromtimestamp(fetched_at, timezone.utc)
         data.update(
             sha256=record.sha256,
             size=record.size,
             source_url=record.url,
-            fetched_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            fetched_at=when.strftime("%Y-%m-%dT%H:%M:%SZ"),
             fetcher=__version__,
         )
         atomic_write_json(self.library.sidecar_path(file), data)
+        if file == record.file:
+            self.library.remember_sidecar(record)
 
 
 def sync(
@@ -957,7 +1017,23 @@ def sync(
     options: Options | None = None,
     *,
     progress: ProgressCallback | None = None,
-    **kwargs: Any,
+    clock: Clock | None = None,
+    policy: Policy | None = None,
+    transport: httpx.BaseTransport | None = None,
+    cancel: threading.Event | None = None,
 ) -> Report:
-    """The same work as `fetcher sync`: bring the library in line with the manifest."""
-    return Syncer(manifest, options, progress=progress, **kwargs).run()
+    """The same work as `fetcher sync`: bring the library in line with the manifest.
+
+    `clock`, `policy` and `transport` replace the real time, the retry limits and the
+    network (tests, offline runs); setting `cancel` stops the run as Ctrl-C does.
+    """
+    syncer = Syncer(
+        manifest,
+        options,
+        progress=progress,
+        clock=clock,
+        policy=policy,
+        transport=transport,
+        cancel=cancel,
+    )
+    return syncer.run()

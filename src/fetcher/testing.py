@@ -8,19 +8,24 @@ test's temporary folder and fails the test, stage by stage, if anything is wrong
         fetcher_smoke("manifest.toml")
 
 No network and no real time: it takes about a second for fifty entries.
+
+pytest loads this module in every run of every project where fetcher is installed, so it
+imports nothing of fetcher (nor respx) at load time: only the fixture, when a test asks
+for it, does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .errors import ManifestError
-from .smoke import SmokeReport
+if TYPE_CHECKING:
+    from .smoke import SmokeReport
 
-SmokeRunner = Callable[..., SmokeReport]
+SmokeRunner = Callable[..., "SmokeReport"]
 
 
 @pytest.fixture
@@ -33,6 +38,7 @@ def fetcher_smoke(tmp_path: Path) -> SmokeRunner:
     count = 0
 
     def run(manifest: str | Path = "manifest.toml", *, check: bool = True) -> SmokeReport:
+        from .errors import ManifestError
         from .manifest import load
         from .smoke import run as smoke_run
 

@@ -9,17 +9,27 @@ releases the GIL, so a second thread keeps a second core busy on fast disks.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import Cancelled, FetcherError
-from .library import HASH_BLOCK, Library, LockRecord, block_buffer, read_lock
+from .library import (
+    HASH_BLOCK,
+    INDEX_HTML,
+    INDEX_MD,
+    SIDECAR_MISSING,
+    Library,
+    LockRecord,
+    hash_file,
+    hold_library,
+    read_lock,
+    sidecar_name,
+)
 from .manifest import Manifest
 
 ProblemKind = Literal["missing", "damaged", "unexpected", "unsynced"]
@@ -29,6 +39,7 @@ BATCH_BYTES = 8 * HASH_BLOCK  # small files go to the workers in batches of abou
 BATCH_FILES = 256
 Progress = Callable[[int, int], None]
 Checked = tuple["str | None", "Problem | None"]  # (fresh digest to cache, problem)
+_Item = tuple[str, LockRecord, Path, os.stat_result]  # key, record, path, stat before hashing
 
 
 @dataclass(frozen=True)
@@ -58,28 +69,17 @@ def verify(
     for verify, so neither sees the other's half-finished work.
     """
     library = Library(manifest.library)
-    with _sync_lock(library, on_wait):
+    with _held(library, on_wait):
         return _verify(manifest, library, progress, max(1, workers))
 
 
 @contextlib.contextmanager
-def _sync_lock(library: Library, on_wait: Callable[[], None] | None) -> Iterator[None]:
+def _held(library: Library, on_wait: Callable[[], None] | None) -> Iterator[None]:
     if not library.state.is_dir():  # never synced: nothing to wait for, nothing to create
         yield
         return
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(library.state / "sync.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if on_wait is not None:
-            on_wait()
-        lock.acquire()
-    try:
+    with hold_library(library, wait=True, on_wait=on_wait):
         yield
-    finally:
-        lock.release()
 
 
 class _Counter:
@@ -104,32 +104,22 @@ class _Counter:
 
 
 def hash_with_progress(path: Path, counter: _Counter) -> tuple[str, int]:
-    """sha256 and size in 1 MiB `readinto` blocks: no per-block allocation."""
-    digest = hashlib.sha256()
-    size = 0
+    """sha256 and size (`library.hash_file`), counted into `counter` every 8 MiB and
+    stopped at the next block once `counter.stop` is set."""
     pending = 0
-    with open(path, "rb", buffering=0) as fh:
-        buf = block_buffer()
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            if counter.stop.is_set():
-                raise Cancelled("verify interrupted; nothing was changed")
-            digest.update(view[:n])
-            size += n
-            pending += n
-            if pending >= BYTES_PER_UPDATE:
-                counter.add(pending)
-                pending = 0
+
+    def block(n: int) -> None:
+        nonlocal pending
+        if counter.stop.is_set():
+            raise Cancelled("verify interrupted; nothing was changed")
+        pending += n
+        if pending >= BYTES_PER_UPDATE:
+            counter.add(pending)
+            pending = 0
+
+    digest, size = hash_file(path, block)
     counter.add(pending)
-    return digest.hexdigest(), size
-
-
-def _stat_key(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
+    return digest, size
 
 
 def _verify(
@@ -148,7 +138,7 @@ def _verify(
                 )
             )
 
-    to_hash: list[tuple[str, LockRecord, Path, tuple[int, int]]] = []
+    to_hash: list[_Item] = []
     for key, record in sorted(lock.items()):
         try:
             path = library.path_of(record.file)
@@ -168,27 +158,37 @@ def _verify(
                 Problem("damaged", record.file, key, "not a plain file (a link or a folder)")
             )
             continue
-        to_hash.append((key, record, path, (st.st_size, st.st_mtime_ns)))
-        sidecar = library.sidecar_path(record.file)
-        if not sidecar.is_file():
+        to_hash.append((key, record, path, st))
+        sidecar = library.sidecar_path(record.file).name
+        trouble = library.sidecar_problem(record.file, key, record, trust_cache=False)
+        if trouble == SIDECAR_MISSING:
             problems.append(
                 Problem(
                     "missing",
-                    sidecar.name,
+                    sidecar,
                     key,
-                    "metadata sidecar; `fetcher sync` rewrites it without downloading",
+                    "metadata sidecar; `fetcher sync` rewrites it",
+                )
+            )
+        elif trouble is not None:
+            problems.append(
+                Problem(
+                    "damaged",
+                    sidecar,
+                    key,
+                    f"metadata sidecar: {trouble}; `fetcher sync` rewrites it",
                 )
             )
 
-    counter = _Counter(sum(st[0] for *_, st in to_hash), progress)
+    counter = _Counter(sum(item[3].st_size for item in to_hash), progress)
 
-    def check(item: tuple[str, LockRecord, Path, tuple[int, int]]) -> Checked:
-        key, record, path, before = item
+    def check(item: _Item) -> Checked:
+        key, record, path, _ = item
         try:
             digest, size = hash_with_progress(path, counter)
         except OSError as exc:
             return None, Problem("damaged", record.file, key, f"cannot read: {exc.strerror or exc}")
-        fresh = digest if _stat_key(path) == before else None
+        fresh = digest
         if (digest, size) == (record.sha256, record.size):
             return fresh, None
         return fresh, Problem(
@@ -202,13 +202,15 @@ def _verify(
     def check_batch(batch: list[_Item]) -> list[Checked]:
         return [check(item) for item in batch]
 
+    from concurrent.futures import ThreadPoolExecutor
+
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         futures = [pool.submit(check_batch, batch) for batch in _batches(to_hash)]
         found = [checked for f in futures for checked in f.result()]
-        for (_, record, _, _), (fresh, _) in zip(to_hash, found, strict=True):
-            if fresh is not None:  # the next sync sees what verify saw
-                library.remember(record.file, fresh)
+        for (_, record, _, before), (fresh, _) in zip(to_hash, found, strict=True):
+            if fresh is not None:  # the next sync sees what verify saw (if still so)
+                library.remember(record.file, fresh, before)
     except KeyboardInterrupt:
         counter.stop.set()
         raise Cancelled("verify interrupted; nothing was changed") from None
@@ -220,9 +222,6 @@ def _verify(
     return problems
 
 
-_Item = tuple[str, LockRecord, Path, tuple[int, int]]  # key, record, path, (size, mtime_ns)
-
-
 def _batches(items: list[_Item]) -> Iterator[list[_Item]]:
     """Consecutive groups of about `BATCH_BYTES` (a large file alone): one future per
     2 KB file cost more than hashing it (10,000 files: 0.5 s of thread hand-offs)."""
@@ -230,7 +229,7 @@ def _batches(items: list[_Item]) -> Iterator[list[_Item]]:
     size = 0
     for item in items:
         batch.append(item)
-        size += item[3][0]
+        size += item[3].st_size
         if size >= BATCH_BYTES or len(batch) >= BATCH_FILES:
             yield batch
             batch, size = [], 0
@@ -239,23 +238,29 @@ def _batches(items: list[_Item]) -> Iterator[list[_Item]]:
 
 
 def _unexpected(manifest: Manifest, library: Library, lock: dict[str, LockRecord]) -> list[Problem]:
+    from .owners import others
     from .status import orphans
 
-    known = {r.file for r in lock.values()} | {Path(r.file).stem + ".json" for r in lock.values()}
-    known |= {"index.md", "index.html"}
+    other = others(library, manifest)
+    known = {r.file for r in lock.values()} | {sidecar_name(r.file) for r in lock.values()}
+    known |= {INDEX_MD, INDEX_HTML} | other.files
     left_by: dict[str, str] = {}
-    for orphan in orphans(library, (e.key for e in manifest.entries), lock):
+    keys = (e.key for e in manifest.entries)
+    for orphan in orphans(library, keys, lock, other_keys=other.keys, other_files=other.files):
         for name in orphan.files:
-            left_by[name] = orphan.key
+            left_by[name] = (
+                f"an older file of {orphan.key}, which the manifest still lists"
+                if orphan.leftover
+                else f"left from {orphan.key}, no longer in the manifest"
+            )
     problems = []
     names = [name for name in library.files() if name not in known]
     owners = _sidecar_owners(library, names)
     for name in names:
+        if owners.get(name) in other.keys:
+            continue  # stored for another manifest of this library, not yet in its lock
         if name in left_by:
-            detail = (
-                f"left from {left_by[name]}, no longer in the manifest; "
-                "`fetcher sync --prune` deletes it"
-            )
+            detail = f"{left_by[name]}; `fetcher sync --prune` deletes it"
         elif name in owners:  # the lock lost it; its sidecar still knows the entry
             detail = f"stored for {owners[name]} but not in manifest.lock; `fetcher sync` adds it"
         else:
@@ -267,16 +272,9 @@ def _unexpected(manifest: Manifest, library: Library, lock: dict[str, LockRecord
 def _sidecar_owners(library: Library, names: list[str]) -> dict[str, str]:
     """Paper and sidecar names whose sidecar names the entry they were stored for."""
     owners: dict[str, str] = {}
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        data = library.read_sidecar(name)
-        if data is None:
-            continue
-        key, file = data.get("key"), data.get("file")
-        if isinstance(key, str) and isinstance(file, str) and Path(file).stem + ".json" == name:
-            owners[name] = key
-            owners[file] = key
+    for name, key, file, _ in library.sidecars(names):
+        owners[name] = key
+        owners[file] = key
     return owners
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import FIXTURES, REPO
 from tests.fakeserver import FakeServer, Fault, is_well_formed_id, make_pdf
 
 NS = {
@@ -25,9 +26,6 @@ NS = {
     "arxiv": "http://arxiv.org/schemas/atom",
     "opensearch": "http://a9.com/-/spec/opensearch/1.1/",
 }
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURE_DIRS = [ROOT / "tests" / "fixtures" / "arxiv-api", Path("/work/shared/fixtures/arxiv-api")]
-FIXTURES = next((d for d in FIXTURE_DIRS if d.is_dir()), None)
 
 PDF1 = make_pdf("1706.03762v1", 20_000)
 PDF7 = make_pdf("1706.03762v7", 50_000)
@@ -165,9 +163,9 @@ def test_id_well_formedness(text: str, ok: bool) -> None:
 
 
 def _fixture_cases() -> list[str]:
-    if FIXTURES is None:
-        return []
-    return sorted(p.name for p in FIXTURES.glob("id_*.xml"))
+    names = sorted(p.name for p in FIXTURES.glob("id_*.xml"))
+    assert names, f"no recorded arXiv responses in {FIXTURES}"
+    return names
 
 
 def _fixture_query(name: str) -> str:
@@ -184,11 +182,9 @@ def _normalise_feed(text: str) -> str:
     return text.replace(f"<updated>{first.group(1)}</updated>", "<updated>NOW</updated>")
 
 
-@pytest.mark.skipif(FIXTURES is None, reason="recorded arXiv responses not available")
 @pytest.mark.parametrize("name", _fixture_cases())
 def test_api_output_matches_recorded_arxiv_responses(name: str) -> None:
     """Register each recorded paper, ask the same question, get arXiv's answer byte for byte."""
-    assert FIXTURES is not None
     recorded = (FIXTURES / name).read_text(encoding="utf-8")
     root = feed(recorded.encode())
     with FakeServer() as server:
@@ -716,7 +712,7 @@ def test_load_manifest(tmp_path: Path, client: httpx.Client) -> None:
 def test_cli(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.toml"
     manifest.write_text(MANIFEST, encoding="utf-8")
-    script = ROOT / "tests" / "fakeserver.py"
+    script = REPO / "tests" / "fakeserver.py"
     proc = subprocess.Popen(
         [sys.executable, str(script), "--port", "0", "--manifest", str(manifest),
          "--pdf-size", "3000"],

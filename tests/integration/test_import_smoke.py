@@ -9,13 +9,12 @@ import textwrap
 from pathlib import Path
 
 import bibtexparser
-import pytest
 
 from fetcher.manifest import load
-from tests.conftest import REPO, SEED_MANIFEST, fetcher_command, run_fetcher
+from tests.conftest import SEED_MANIFEST, fetcher_command, run_fetcher
+from tests.conftest import SEED_TEXT as SEED
 from tests.fakeserver import FakeServer
 
-SEED = REPO.parent / "shared" / "seed" / "000_128f63d8a68d8d29.txt"
 GPT1_AS_FOUND = (
     "https://cdn.openai.com/research-covers/language-document_non_supervisé/"
     "compréhension_du_langage.pdf"
@@ -24,10 +23,8 @@ GPT2 = (
     "https://cdn.openai.com/better-language-models/"
     "language_models_are_unsupervised_multitask_learners.pdf"
 )
-needs_seed = pytest.mark.skipif(not SEED.exists(), reason="../shared/seed is not beside the repo")
 
 
-@needs_seed
 def test_import_the_seed_article_then_smoke_it(tmp_path: Path) -> None:
     result = run_fetcher("import", str(SEED), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

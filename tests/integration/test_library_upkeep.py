@@ -6,7 +6,6 @@ fake arXiv server.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,19 +80,23 @@ def lib(tmp_path: Path, fake: FakeServer, cli: Cli) -> Lib:
     return library
 
 
-def flip_bit_keep_mtime(path: Path) -> None:
-    """Damage the stat cache cannot see: same size, same mtime."""
-    st = path.stat()
+def rot_bit(path: Path) -> None:
+    """Damage no stat field shows (bit rot below the file system): one bit flipped, and
+    the stat cache left believing the file is as it was hashed."""
+    cache_path = path.parent / ".fetcher" / "stat-cache.json"
+    cache = json.loads(cache_path.read_text())
+    sha = cache[path.name][-1]
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert path.stat().st_mtime_ns == st.st_mtime_ns
+    st = path.stat()
+    cache[path.name] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, sha]
+    cache_path.write_text(json.dumps(cache))
 
 
 def damage_three_ways(lib: Lib) -> tuple[Path, Path, Path]:
     flipped, truncated, deleted = (lib.path(p) for p in PAPERS)
-    flip_bit_keep_mtime(flipped)
+    rot_bit(flipped)
     truncated.write_bytes(truncated.read_bytes()[:5000])
     deleted.unlink()
     return flipped, truncated, deleted

@@ -111,7 +111,7 @@ def test_fetch_metadata_makes_one_request_per_hundred_ids(clock: FakeClock) -> N
     route = respx.get(url__startswith=API).mock(return_value=httpx.Response(200, content=body))
     wanted = [ids.parse(f"1707.{n:05d}") for n in range(8400, 8650)]
     with _http(clock) as http:
-        found = fetch_metadata(http, API, wanted)
+        found = fetch_metadata(http, API, wanted).found
     assert route.call_count == 3
     sizes = [len(c.request.url.params["id_list"].split(",")) for c in route.calls]
     assert sizes == [100, 100, 50]
@@ -126,7 +126,8 @@ def test_fetch_metadata_keys_by_the_id_as_asked(clock: FakeClock) -> None:
         return_value=httpx.Response(200, content=fixture("id_2104.12255v1_s0_m100"))
     )
     with _http(clock) as http:
-        found = fetch_metadata(http, API, [ids.parse("2104.12255v1"), ids.parse("2104.12255v2")])
+        asked = [ids.parse("2104.12255v1"), ids.parse("2104.12255v2")]
+        found = fetch_metadata(http, API, asked).found
     assert list(found) == ["2104.12255v1"]
 
 
@@ -135,5 +136,8 @@ def test_http_400_names_the_batch(clock: FakeClock) -> None:
     respx.get(url__startswith=API).mock(
         return_value=httpx.Response(400, content=fixture("id_abc_s0_m100"))
     )
-    with _http(clock) as http, pytest.raises(ContentError, match="malformed"):
-        fetch_metadata(http, API, [ids.parse("1706.03762")])
+    with _http(clock) as http:
+        result = fetch_metadata(http, API, [ids.parse("1706.03762")])
+    assert result.found == {}
+    error = result.failed["1706.03762"]
+    assert isinstance(error, ContentError) and "malformed" in str(error)

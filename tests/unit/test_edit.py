@@ -90,6 +90,61 @@ def test_duplicates_are_skipped_with_the_line_they_clash_with(tmp_path: Path) ->
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "https://CDN.OpenAI.com/gpt1.pdf",  # the host's case
+        "HTTPS://cdn.openai.com/gpt1.pdf",  # the scheme's case
+        "https://cdn.openai.com/gpt1.pdf#page=2",  # a fragment
+    ],
+)
+def test_a_url_the_manifest_holds_in_another_spelling_is_skipped(
+    tmp_path: Path, variant: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Sameness is the manifest's own (`url_identity`): adding it would make the manifest
+    invalid ("the same URL twice"), so it is a duplicate, skipped, never an exit 2."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "manifest.toml"
+    path.write_text(COMMENTED)
+    assert main(["add", variant]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped   {variant}: already in manifest.toml (line 11) as 'gpt1'" in out
+    assert path.read_text() == COMMENTED
+
+    plan = add(path, "1810.04805", variant, "https://x.org/new.pdf", "https://X.ORG/new.pdf#a")
+    assert [e.value for e in plan.added] == ["1810.04805", "https://x.org/new.pdf"]
+    assert [(s.value, s.reason) for s in plan.skipped] == [
+        (variant, "already in manifest.toml (line 11) as 'gpt1'"),
+        ("https://X.ORG/new.pdf#a", "given twice (as 'x-new')"),
+    ]
+    assert len(load(path).entries) == 4
+
+
+def test_import_skips_a_url_the_manifest_holds_in_another_spelling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("manifest.toml").write_text(COMMENTED)
+    Path("list.md").write_text(
+        "- [GPT](https://CDN.openai.com/gpt1.pdf#intro)\n"
+        "- [New](https://x.org/new.pdf)\n"
+        "- [New again](https://X.org/new.pdf#p3)\n"
+    )
+    assert main(["import", "--json", "list.md"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [a["url"] for a in data["added"]] == ["https://x.org/new.pdf"]
+    assert data["added"][0]["lines"] == [2, 3]  # one link, found twice
+    assert data["skipped"] == [
+        {
+            "value": "https://CDN.openai.com/gpt1.pdf#intro",
+            "reason": "already in manifest.toml (line 11) as 'gpt1'",
+            "lines": [1],
+        }
+    ]
+    assert len(load(Path("manifest.toml")).entries) == 3
+
+
 def test_names_never_clash(tmp_path: Path) -> None:
     path = tmp_path / "manifest.toml"
     path.write_text('[[paper]]\nurl = "https://a.org/x/moe"\nname = "huggingface-moe"\n')

@@ -20,9 +20,10 @@ import pytest
 import respx
 
 import fetcher.download as download_mod
-from fetcher.download import Downloader, clean_partials, commit
+from fetcher.download import Downloader, commit
 from fetcher.errors import RetryLater, StorageError, TransientError, UsageError
 from fetcher.http import Gate, Http, Policy, retrying
+from fetcher.partial import boot_id, clean_partials
 from tests.conftest import FakeClock
 
 URL = "https://cdn.example/paper.pdf"
@@ -186,7 +187,7 @@ def test_retry_after_up_to_the_cap_is_waited_beyond_it_fails_saying_when(
     respx.get("https://h.example/601").mock(
         return_value=httpx.Response(429, headers={"Retry-After": "601"})
     )
-    respx.get("https://h.example/date").mock(side_effect=later)
+    respx.get("https://d.example/date").mock(side_effect=later)  # h.example closes at 601
     with pytest.raises(TransientError) as within:
         http.get("https://h.example/600")
     assert within.value.retry_after == 600
@@ -194,7 +195,7 @@ def test_retry_after_up_to_the_cap_is_waited_beyond_it_fails_saying_when(
         http.get("https://h.example/601")
     assert clock.sleeps == [600]  # the host's pause held for the next request too
     with pytest.raises(RetryLater, match="asks to wait 700s.*try again after 2023-11-14 22:35 UTC"):
-        http.get("https://h.example/date")
+        http.get("https://d.example/date")
 
 
 @respx.mock
@@ -351,10 +352,10 @@ def test_disk_full_writing_the_resume_note_leaves_nothing(
     d = make_downloader(tmp_path, clock)
     respx.get(URL).mock(return_value=httpx.Response(200, content=PDF, headers={"ETag": ETAG}))
 
-    def full(self: Downloader, path: Path, note: Any) -> None:
+    def full(path: Path, note: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Downloader, "_write_note", full)
+    monkeypatch.setattr(download_mod, "write_note", full)
     with pytest.raises(StorageError, match="disk full"):
         fetch(d)
     assert list(d.partial_dir.iterdir()) == []
@@ -462,7 +463,15 @@ def test_the_note_records_the_entry_and_the_size(tmp_path: Path, clock: FakeCloc
     with pytest.raises(TransientError):
         fetch(d)
     note = json.loads(d.paths("paper.pdf")[1].read_text())
-    assert note == {"url": URL, "etag": ETAG, "last_modified": None, "key": "k", "total": len(PDF)}
+    assert note == {
+        "url": URL,
+        "etag": ETAG,
+        "last_modified": None,
+        "key": "k",
+        "total": len(PDF),
+        "durable": 5000,  # fsynced when the connection broke
+        "boot": boot_id(),
+    }
 
 
 # --- stale partials ---------------------------------------------------------------------------

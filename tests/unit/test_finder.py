@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from fetcher.finder import (
@@ -16,8 +14,7 @@ from fetcher.finder import (
     trim_url,
 )
 from fetcher.manifest import check_name
-
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "000_128f63d8a68d8d29.txt"
+from tests.conftest import SEED_TEXT as SEED
 
 
 def values(text: str, **kw: bool) -> list[tuple[str, str]]:
@@ -217,7 +214,6 @@ def test_readable_names_are_valid_manifest_names(url: str, name: str) -> None:
     check_name(got, AssertionError)  # raises if the manifest would refuse it
 
 
-@pytest.mark.skipif(not SEED.exists(), reason="../shared/seed is not beside the repository")
 def test_the_seed_article() -> None:
     found = candidates(scan(SEED.read_text(encoding="utf-8")))
     kept = [c for c in found if c.skip is None]

@@ -12,7 +12,14 @@ import pytest
 import respx
 
 from fetcher import __version__
-from fetcher.errors import Blocked, HTTPStatusError, NotFound, RetryLater, TransientError
+from fetcher.errors import (
+    Blocked,
+    HTTPStatusError,
+    NotFound,
+    RetryLater,
+    TransientError,
+    Unreachable,
+)
 from fetcher.http import Gate, Http, Policy, parse_retry_after, retrying, user_agent
 from tests.conftest import FakeClock
 
@@ -191,11 +198,12 @@ def test_statuses_map_to_what_the_caller_does_next(clock: FakeClock) -> None:
         with pytest.raises(TransientError) as info:
             http.get("https://h.example/503")
         assert info.value.retry_after == 5.0
-        with pytest.raises(RetryLater, match="try again after"):
-            http.get("https://h.example/429")
         with pytest.raises(HTTPStatusError) as status:
             http.get("https://h.example/401")
         assert status.value.status == 401
+        # last: a pause beyond the cap closes the host for the rest of the run
+        with pytest.raises(RetryLater, match="try again after"):
+            http.get("https://h.example/429")
 
 
 @respx.mock
@@ -215,3 +223,119 @@ def test_the_user_agent_is_sent(clock: FakeClock) -> None:
     with make_http(clock) as http:
         http.get("https://h.example/x")
     assert route.calls[0].request.headers["user-agent"] == user_agent("me@example.org")
+
+
+# --- host names: invalid ones fail one entry; hosts the gates see as one --------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://a..b/x.pdf",  # the resolver's idna codec: empty label
+        "https://.a.com/x",
+        f"https://{'a' * 64}.com/x.pdf",  # a label longer than 63
+        "https://xn--a.com/x",  # httpx's idna: not valid punycode
+    ],
+)
+def test_a_host_name_that_cannot_be_encoded_is_unreachable(clock: FakeClock, url: str) -> None:
+    """Whatever slips past the manifest (a redirect, the Python API) fails that one entry
+    with a fetcher error; a UnicodeError used to escape and crash the whole sync (F1).
+    The real transport: the name is refused while it is encoded, before any lookup."""
+    http = make_http(clock, policy=Policy(connect_timeout=1, read_timeout=1))
+    with http, pytest.raises(Unreachable, match="cannot request") as info:
+        http.get(url)
+    assert "\n" not in str(info.value)
+    assert url in str(info.value)
+
+
+@respx.mock
+def test_a_redirect_to_a_bad_host_name_is_unreachable(clock: FakeClock) -> None:
+    respx.get("https://h.example/x").mock(
+        return_value=httpx.Response(302, headers={"Location": "https://xn--a.com/x"})
+    )
+    http = make_http(clock)
+    with http, pytest.raises(Unreachable, match="h.example/x redirects to a URL whose host name"):
+        http.get("https://h.example/x")
+
+
+@respx.mock
+def test_a_pause_beyond_the_cap_closes_that_host_for_the_run(clock: FakeClock) -> None:
+    """Any host, not only arXiv: its other entries fail with the same "try again after"
+    and no further request reaches it (F5); other hosts carry on."""
+    first = respx.get("https://h.example/a").mock(
+        return_value=httpx.Response(503, headers={"Retry-After": "3600"})
+    )
+    later = respx.get(url__regex=r"https://h\.example(:443)?/[bc]").mock(
+        return_value=httpx.Response(200, content=b"%PDF-")
+    )
+    other = respx.get("https://other.example/x").mock(
+        return_value=httpx.Response(200, content=b"%PDF-")
+    )
+    with make_http(clock) as http:
+        with pytest.raises(RetryLater) as info:
+            http.get("https://h.example/a")
+        message = str(info.value)
+        assert "try again after 2023-11-14 23:13 UTC" in message
+        assert "no more requests to h.example in this run" in message
+        for url in ("https://h.example/b", "https://H.EXAMPLE:443/c", "https://h.example./b"):
+            with pytest.raises(RetryLater) as again:
+                http.get(url)
+            assert str(again.value) == message
+        assert http.get("https://other.example/x").status_code == 200
+    assert first.call_count == 1
+    assert later.call_count == 0
+    assert other.call_count == 1
+
+
+@respx.mock
+def test_a_request_waiting_for_its_turn_sees_the_host_close(clock: FakeClock) -> None:
+    """A request already queued at the gate when the host closes is not sent either."""
+    respx.get("https://h.example/b").mock(return_value=httpx.Response(200))
+    with make_http(clock) as http:
+        gate = http.gate_for("https://h.example/b")
+        real_sleep = clock.sleep
+
+        def close_while_waiting(seconds: float) -> None:
+            gate.closed = "HTTP 503 from https://h.example/a ...; try again after then"
+            real_sleep(seconds)
+
+        clock.sleep = close_while_waiting  # type: ignore[method-assign]
+        with pytest.raises(RetryLater, match="try again after then"):
+            http.get("https://h.example/b")
+        assert http.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "arxiv"),
+    [
+        ("https://export.arxiv.org/pdf/1706.03762v7", True),
+        ("https://export.arxiv.org:443/list/cs.CL/new", True),
+        ("https://EXPORT.arXiv.org./api/query", True),
+        ("https://user:pw@export.arxiv.org/api/query", True),
+        ("https://info.arxiv.org/help/api/index.html", True),
+        ("http://arxiv.org/abs/1706.03762", True),
+        ("https://mirror.example:8443/pdf/1706.03762v7", True),  # configured, port ignored
+        ("https://notarxiv.org/x", False),
+        ("https://arxiv.org.evil.example/x", False),
+        ("https://cdn.example/x.pdf", False),
+    ],
+)
+def test_arxiv_hosts_are_matched_by_host_name(clock: FakeClock, url: str, arxiv: bool) -> None:
+    """Port, userinfo, case, a trailing dot or a subdomain must not let arXiv traffic
+    past its gate (F6)."""
+    http = Http(
+        arxiv_hosts=frozenset({"export.arxiv.org", "mirror.example:9000"}),
+        arxiv_interval=3.0,
+        host_interval=1.0,
+        clock=clock,
+    )
+    assert http.is_arxiv(url) is arxiv
+    assert (http.gate_for(url) is http.arxiv_gate) is arxiv
+
+
+def test_one_gate_per_host_name(clock: FakeClock) -> None:
+    with make_http(clock) as http:
+        gate = http.gate_for("https://cdn.example/a.pdf")
+        assert http.gate_for("https://CDN.example:443/b.pdf") is gate
+        assert http.gate_for("https://cdn.example./c.pdf") is gate
+        assert http.gate_for("https://other.example/a.pdf") is not gate

@@ -35,6 +35,10 @@ VALID = [
     ("http://export.arxiv.org/pdf/1706.03762", "1706.03762", None),
     ("arxiv.org/abs/hep-th/9901001", "hep-th/9901001", None),
     ("https://www.arxiv.org/html/2310.06825v1", "2310.06825", 1),
+    # matched by host name: port, userinfo, case and a trailing dot do not matter
+    ("https://export.arxiv.org:443/abs/1706.03762v2", "1706.03762", 2),
+    ("https://ARXIV.ORG./abs/1706.03762", "1706.03762", None),
+    ("https://me@arxiv.org/pdf/1706.03762v7", "1706.03762", 7),
 ]
 
 
@@ -84,6 +88,38 @@ def test_rejections_say_why(text: str, reason: str) -> None:
     assert "\n" not in message.replace(repr(text), "")  # one line (the input is quoted)
     assert info.value.exit_code == 2
     assert not ids.is_valid(text)
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://export.arxiv.org:443/list/cs.CL/new", "export.arxiv.org"),
+        ("https://User:pw@ARXIV.org./abs/x", "arxiv.org"),
+        ("http://[::1]:8080/x", "::1"),
+        ("https://[::1/x", ""),  # cannot be split
+        ("no host", ""),
+    ],
+)
+def test_hostname_is_what_the_request_goes_to(url: str, host: str) -> None:
+    assert ids.hostname(url) == host
+
+
+def test_one_arxiv_host_list_for_ids_manifest_and_the_gate() -> None:
+    """ids recognises paper URLs on `ARXIV_HOSTS`; the manifest hands the same hosts (and
+    the configured ones, by name) to the client; any *.arxiv.org host is arXiv (F6)."""
+    from fetcher.manifest import loads
+
+    settings = loads(
+        '[settings]\narxiv_api = "https://Mirror.example:8443/api/query"\n'
+        'arxiv_pdf = "https://pdf.mirror.example./pdf/{id}"\n'
+    ).settings
+    assert settings.arxiv_hosts == ids.ARXIV_HOSTS | {"mirror.example", "pdf.mirror.example"}
+    for host in ids.ARXIV_HOSTS:
+        assert parse(f"https://{host}/abs/1706.03762").base == "1706.03762"
+        assert ids.is_arxiv_host(host)
+    assert ids.is_arxiv_host("info.arxiv.org")
+    assert not ids.is_arxiv_host("notarxiv.org")
+    assert not ids.is_arxiv_host("arxiv.org.evil.example")
 
 
 def test_a_non_string_is_refused_not_crashed() -> None:

@@ -9,6 +9,7 @@ or a `ManifestError`.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 import tempfile
@@ -251,6 +252,34 @@ CASES = [
         '[[paper]]\nurl = "https://a.example/my paper.pdf"  # <-\nname = "x"\n',
         "without spaces or control characters",
     ),
+    # hosts httpx and the resolver cannot encode: they used to pass and crash the sync
+    Case(
+        "url-empty-label",
+        '[[paper]]\nurl = "https://a..b/x.pdf"  # <-\nname = "x"\n',
+        "expected a URL with a valid host name, found 'https://a..b/x.pdf': the host name "
+        "has an empty label",
+    ),
+    Case(
+        "url-leading-dot",
+        '[[paper]]\nurl = "https://.a.com/x"  # <-\nname = "x"\n',
+        "has an empty label (a leading dot or '..')",
+    ),
+    Case(
+        "url-long-label",
+        f'[[paper]]\nurl = "https://{"a" * 64}.example/x.pdf"  # <-\nname = "x"\n',
+        "is 64 characters; at most 63",
+    ),
+    Case(
+        "url-bad-punycode",
+        '[[paper]]\nurl = "https://xn--a.com/x"  # <-\nname = "x"\n',
+        "found 'https://xn--a.com/x': not a valid international host name",
+    ),
+    Case(
+        "api-bad-host",
+        "",
+        "arxiv_api: expected a URL with a valid host name",
+        settings={"arxiv_api": '"https://export..arxiv.org/api/query"'},
+    ),
     Case(
         "api-scheme",
         "",
@@ -368,10 +397,18 @@ def _marked_line(text: str) -> int | None:
     return None
 
 
-def assert_refused(result, srv: FakeServer, folder: Path, expect: str) -> str:  # type: ignore[no-untyped-def]
-    """Exit 2, one line on stderr containing `expect`, no stdout, no request, no writes."""
+def assert_refused(  # type: ignore[no-untyped-def]
+    result, srv: FakeServer, folder: Path, expect: str, *, json_mode: bool = False
+) -> str:
+    """Exit 2, one line on stderr containing `expect`, no request, no writes; no stdout,
+    or under --json one document saying so."""
     assert result.returncode == 2, result.stderr
-    assert result.stdout == ""
+    if json_mode:
+        doc = json.loads(result.stdout)
+        assert doc["ok"] is False and doc["exit"] == 2, doc
+        assert expect in doc["error"], doc
+    else:
+        assert result.stdout == ""
     lines = result.stderr.strip().split("\n")
     assert len(lines) == 1, result.stderr
     line = lines[0]
@@ -540,7 +577,11 @@ def test_every_command_refuses_a_bad_manifest(
     path.write_text(text)
     (tmp_path / "list.md").write_text("- https://arxiv.org/abs/1810.04805\n")
     assert_refused(
-        run_fetcher(*argv, "-m", str(path), cwd=tmp_path), fake, tmp_path, "TOML syntax error"
+        run_fetcher(*argv, "-m", str(path), cwd=tmp_path),
+        fake,
+        tmp_path,
+        "TOML syntax error",
+        json_mode="--json" in argv,
     )
     assert path.read_text() == text  # add and import leave a broken manifest alone
 
@@ -776,3 +817,127 @@ def test_any_bytes_on_disk_give_a_manifest_or_our_error(data: bytes) -> None:
             assert str(exc)
             return
         _check(manifest)
+
+
+# --- hosts: what loads can be requested -----------------------------------------------------
+
+HOST_PARTS = [
+    "a",
+    "b",
+    "example",
+    "xn--",
+    "xn--a",
+    "xn--bcher-kva",
+    "ü",
+    "⒈",
+    "-",
+    ".",
+    "..",
+    "a" * 63,
+    "a" * 64,
+    "_",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(HOST_PARTS), min_size=1, max_size=6).map("".join))
+@example("a..b")
+@example(".a.com")
+@example("xn--a.com")
+@example("a.com.")
+@example("bücher.de")
+def test_a_url_host_that_loads_is_one_the_client_can_send(host: str) -> None:
+    """httpx builds the request and the resolver's idna codec encodes the name, or the
+    manifest is refused: an invalid host must never get past validation (F1)."""
+    import httpx
+
+    url = f"https://{host}/x.pdf"
+    text = f'[[paper]]\nurl = "{url}"\nname = "x"\n'
+    try:
+        loads(text, Path(tempfile.gettempdir()) / "fetcher-prop" / "manifest.toml")
+    except ManifestError as exc:
+        assert "\n" not in str(exc)
+        return
+    parsed = httpx.URL(url)
+    parsed.host  # noqa: B018 - decodes xn-- labels (idna), raises if they are bad
+    parsed.raw_host.decode("ascii").encode("idna")  # what socket.getaddrinfo does
+
+
+# --- loads is pure; load checks the library folder ------------------------------------------
+
+
+def test_loads_does_not_touch_the_file_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "downloads").write_text("a file where the library should be")
+    text = (
+        '[settings]\nlibrary = "downloads"\n[[paper]]\narxiv = "1706.03762"\n'
+        '[[paper]]\nurl = "https://a.example/x.pdf"\nname = "x"\n'
+    )
+
+    import os
+
+    touched: list[tuple[str, object]] = []
+
+    def spy(name: str) -> object:
+        real = getattr(os, name)
+
+        def call(*args: object, **kwargs: object) -> object:
+            touched.append((name, args[0] if args else None))
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in ("stat", "lstat", "scandir", "listdir", "open", "access"):
+        monkeypatch.setattr(os, name, spy(name))
+    try:
+        manifest = loads(text, tmp_path / "manifest.toml")
+    finally:
+        monkeypatch.undo()
+    assert touched == []
+    assert manifest.library == tmp_path / "downloads"
+    with pytest.raises(ManifestError, match="exists and is not a folder") as info:
+        load_path = tmp_path / "manifest.toml"
+        load_path.write_text(text)
+        load(load_path)
+    assert f"{load_path}:2: [settings] library: " in str(info.value)
+
+
+def test_error_hints_import_difflib_only_when_needed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fetcher.manifest import loads\n"
+        "from fetcher.errors import ManifestError\n"
+        'loads(\'[[paper]]\\narxiv = "1706.03762"\\n[settings]\\nlibrary = "d"\\n\')\n'
+        "print('difflib' in sys.modules)\n"
+        "try:\n"
+        '    loads(\'[[paper]]\\narxiv = "1706.03762"\\nsha265 = "0"\\n\')\n'
+        "except ManifestError as exc:\n"
+        "    print('difflib' in sys.modules, 'did you mean' in str(exc))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
+    ).stdout.split("\n")
+    assert out[:2] == ["False", "True True"]
+
+
+def test_windows_reserved_names_are_one_set() -> None:
+    import fetcher.library
+    import fetcher.manifest
+
+    assert fetcher.manifest.RESERVED_NAMES is fetcher.library.RESERVED_NAMES
+    assert not hasattr(fetcher.manifest, "_RESERVED")
+    assert not hasattr(fetcher.library, "_RESERVED")
+    with pytest.raises(ManifestError, match="reserved on Windows"):
+        loads('[[paper]]\nurl = "https://a.example/x.pdf"\nname = "lpt3.notes"\n')
+
+
+def test_url_identity_is_public_and_ignores_case_and_fragment() -> None:
+    from fetcher.manifest import url_identity
+
+    assert url_identity("HTTPS://A.Example/x.pdf#page=2") == url_identity("https://a.example/x.pdf")
+    assert url_identity("https://a.example/x.pdf?v=1") != url_identity("https://a.example/x.pdf")
+    assert url_identity("https://a.example/X.pdf") != url_identity("https://a.example/x.pdf")

@@ -194,8 +194,8 @@ def test_a_hundred_and_fifty_papers_take_two_requests() -> None:
     route = respx.get(API).mock(return_value=httpx.Response(200, content=feed()))
     ids = [f"2001.{n:05d}" for n in range(150)]
     manifest = loads("", "/nonexistent/manifest.toml")
-    latest, requests = latest_versions(manifest, ids, clock=FakeClock(), policy=POLICY)
-    assert (latest, requests, route.call_count) == ({}, 2, 2)
+    check = latest_versions(manifest, ids, clock=FakeClock(), policy=POLICY)
+    assert (check.versions, check.requests, route.call_count) == ({}, 2, 2)
 
 
 @respx.mock
