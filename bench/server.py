@@ -107,8 +107,8 @@ def main() -> int:
         json.dumps(
             {
                 "url": fake.url,
-                "web": f"http://127.0.0.1:{web.server_address[1]}",
-                "big": f"http://127.0.0.1:{big.server_address[1]}",
+                "web": f"http://localhost:{web.server_address[1]}",
+                "big": f"http://localhost:{big.server_address[1]}",
             }
         ),
         flush=True,
