@@ -38,10 +38,10 @@ _EXPORTS = {
     "EntryStatus": "status",
     "StatusReport": "status",
     "status": "status",
-    "EntryReport": "sync",
-    "Event": "sync",
-    "Options": "sync",
-    "Report": "sync",
+    "EntryReport": "report",
+    "Event": "report",
+    "Options": "report",
+    "Report": "report",
     "sync": "sync",
     "Problem": "verify",
     "verify": "verify",
@@ -126,6 +126,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     )
     from .manifest import Entry, Manifest, Settings
     from .manifest import load as load_manifest
+    from .report import EntryReport, Event, Options, Report
     from .status import EntryStatus, StatusReport, status
-    from .sync import EntryReport, Event, Options, Report, sync
+    from .sync import sync
     from .verify import Problem, verify

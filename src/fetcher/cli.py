@@ -325,7 +325,8 @@ def env_policy() -> Policy | None:
 
 def cmd_sync(args: argparse.Namespace, out: Output) -> int:
     from .manifest import load
-    from .sync import Event, Options, Syncer
+    from .report import Event, Options
+    from .sync import Syncer
 
     manifest = load(_manifest_path(args))
     options = Options(

@@ -35,7 +35,7 @@ from .manifest import Entry, Manifest
 if TYPE_CHECKING:
     import httpx
 
-    from .sync import Event, Report
+    from .report import Event, Report
 
 STAGES = ("ids", "metadata", "files", "verify", "lock", "resync", "catalog")
 SMOKE_DIR = "smoke"  # <library>/.fetcher/smoke/ marks a library made by `fetcher smoke`
@@ -358,7 +358,8 @@ def run(
 ) -> SmokeReport:
     """Sync `manifest` offline against synthetic responses and check every stage."""
     from .http import Policy
-    from .sync import Options, Syncer
+    from .report import Options
+    from .sync import Syncer
 
     started = time.monotonic()
     copy, home, keep = prepare(manifest, library)

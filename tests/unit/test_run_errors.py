@@ -94,8 +94,7 @@ def test_a_lock_that_cannot_be_written_is_a_run_error_not_a_failed_entry(
         router.get("https://cdn.example/good.pdf").mock(
             return_value=httpx.Response(200, content=pdf_for("good"))
         )
-        # (the module, not `fetcher.sync`: the package exports the function under that name)
-        monkeypatch.setattr(importlib.import_module("fetcher.sync"), "write_lock", disk_full)
+        monkeypatch.setattr(importlib.import_module("fetcher.lockbook"), "write_lock", disk_full)
         report = fetcher.sync(m, clock=FakeClock(), policy=POLICY)  # no OSError escapes
         assert [e.status for e in report.entries] == ["downloaded", "downloaded"]
         assert not report.ok
