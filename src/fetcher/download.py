@@ -33,7 +33,9 @@ Progress = Callable[[int, "int | None"], None]
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 TAIL = 2048
 SNIFF = 1024
-DURABLE_EVERY = 4 << 20  # fsync the partial (and note the length) every 4 MiB
+# fsync the partial (and note the durable length) every 64 MiB: often enough that a
+# power cut loses little, rare enough that a large file is not slowed by hundreds of fsyncs
+DURABLE_EVERY = 64 << 20
 
 
 class ResumeMismatch(TransientError):
