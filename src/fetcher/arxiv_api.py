@@ -114,10 +114,21 @@ def _from_result(result: Any) -> PaperMeta | None:
     )
 
 
+def _quiet_arxiv_logger() -> None:
+    """The package logs skipped entries (arXiv's error entries have no dates); with no
+    logging configured Python would print them on stderr, and only cli.py prints."""
+    import logging
+
+    logger = logging.getLogger("arxiv")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
 def parse_feed(content: bytes) -> list[PaperMeta]:
     """Parse an Atom response body into paper metadata, with the `arxiv` package's parser."""
     from arxiv import _feed  # the package's own Atom parser; lazily imported
 
+    _quiet_arxiv_logger()
     feed = _feed.parse(content)
     if feed.malformed or ATOM_NS not in content[:4096]:
         found = content[:60].decode("utf-8", "replace").strip()

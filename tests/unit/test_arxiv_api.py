@@ -141,3 +141,19 @@ def test_http_400_names_the_batch(clock: FakeClock) -> None:
     assert result.found == {}
     error = result.failed["1706.03762"]
     assert isinstance(error, ContentError) and "malformed" in str(error)
+
+
+def test_parsing_prints_nothing_even_when_the_package_skips_an_entry() -> None:
+    """arXiv's error entry has no dates, so the package logs a warning while skipping it;
+    a library must not print (with no logging configured Python would write it to stderr)."""
+    import subprocess
+    import sys
+
+    path = next(FIXTURES.glob("id_abc_s0_m100_*.xml"))
+    code = (
+        "import sys; from fetcher.arxiv_api import parse_feed; "
+        f"print(parse_feed(open({str(path)!r}, 'rb').read()))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+    assert proc.stderr == ""
